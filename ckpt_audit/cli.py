@@ -1,0 +1,88 @@
+"""The ``ckpt-audit`` command line: a thin Typer app that wires commands and decides exit codes.
+
+Each command lives in its own module under :mod:`ckpt_audit.commands` and exposes
+``register(app)``; this module discovers them, so adding a command never touches this file.
+Every :class:`~ckpt_audit.errors.CkptAuditError` becomes one line on stderr and exit code 2;
+``CKPT_AUDIT_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+
+import typer
+
+from ckpt_audit import __version__
+from ckpt_audit.errors import CkptAuditError
+
+app = typer.Typer(
+    name="ckpt-audit",
+    help="Audit LLM training checkpoints: norm-gain health, MTP completeness, MTP acceptance.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ckpt-audit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Audit LLM training checkpoints."""
+
+
+def _register_commands() -> None:
+    import ckpt_audit.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"ckpt_audit.commands.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning input errors into one line and exit code 2."""
+    debug = os.environ.get("CKPT_AUDIT_DEBUG") == "1"
+    try:
+        app(args=argv, standalone_mode=False)
+    except CkptAuditError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"ckpt-audit: error: {exc}\n")
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("ckpt-audit: interrupted\n")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        if debug:
+            raise
+        sys.stderr.write(f"ckpt-audit: internal error: {type(exc).__name__}: {exc} "
+                         "(set CKPT_AUDIT_DEBUG=1 for a traceback)\n")
+        sys.exit(3)
+    sys.exit(0)

@@ -98,7 +98,8 @@ class MegatronLegacyReader(CheckpointReader):
         found: dict[tuple[int, int, int], str] = {}
         raw = [(m, n) for n in self.iter_loc.listdir() if (m := RANK_DIR.match(n))]
         if not raw:
-            raise FormatError("no mp_rank_* folders in this iteration folder", self.iter_loc.display)
+            raise FormatError("no mp_rank_* folders in this iteration folder",
+                              self.iter_loc.display)
         first = self._archive(raw[0][1])
         args = first.tree.get("args") if isinstance(first.tree, dict) else None
         cfg = args_config(args)
@@ -157,7 +158,8 @@ class MegatronLegacyReader(CheckpointReader):
             if m and isinstance(val, dict):
                 chunks.append((int(m.group(1) or 0), _flatten(val)))
         if not chunks:
-            raise FormatError("no 'model' state dict in this file", self._archive(rank_dir).src.name)
+            raise FormatError("no 'model' state dict in this file",
+                              self._archive(rank_dir).src.name)
         return sorted(chunks, key=lambda c: c[0])
 
     # -- listing ---------------------------------------------------------------------------

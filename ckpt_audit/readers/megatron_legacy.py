@@ -83,6 +83,7 @@ class MegatronLegacyReader(CheckpointReader):
         self._infos: dict[str, TensorInfo] | None = None
         self._config: dict[str, Any] = {}
         self._checked: set[str] = set()
+        self._replicas_done = False
         self.layout: dict[str, int] = {}
 
     @classmethod
@@ -209,7 +210,7 @@ class MegatronLegacyReader(CheckpointReader):
                 offset += n_layers
         expected = self._config.get("num_layers")
         if isinstance(expected, int) and offset and offset != expected:
-            self.findings.append(Finding(
+            self._findings.append(Finding(
                 Severity.WARN, "layer-count", None,
                 f"rank files hold {offset} decoder layers but args.num_layers is {expected}",
             ))
@@ -242,6 +243,25 @@ class MegatronLegacyReader(CheckpointReader):
     def read_many(self, names: Iterable[str]) -> dict[str, np.ndarray]:
         return {n: self.read(n) for n in names}
 
+    @property  # type: ignore[override]
+    def findings(self) -> list[Finding]:
+        """Reader findings; the first look compares every replicated 1-D tensor across TP ranks.
+
+        Gains (and the other replicated vectors) are a few KB each, so this is cheap and it
+        makes ``tp-mismatch`` findings available however the caller orders its reads.
+        """
+        if getattr(self, "_infos", None) is not None and not self._replicas_done:
+            self._replicas_done = True
+            for name, copies in self._copies.items():
+                vector = len(copies[0].ref.shape) == 1
+                if len(copies) > 1 and vector and partition_dim(name) is None:
+                    self.read(name)
+        return self._findings
+
+    @findings.setter
+    def findings(self, value: list[Finding]) -> None:
+        self._findings = value
+
     def _compare_replicas(self, name: str, copies: list[_Copy], arrays: list[np.ndarray]) -> None:
         base = arrays[0]
         for c, arr in zip(copies[1:], arrays[1:], strict=True):
@@ -255,7 +275,7 @@ class MegatronLegacyReader(CheckpointReader):
                 flat_b = base.reshape(base.size, -1).view(np.uint8)
                 differ = int(np.count_nonzero(np.any(flat_a != flat_b, axis=1)))
                 detail = f"{differ} of {base.size} channels differ, max |diff| = {diff.max():.6g}"
-            self.findings.append(Finding(
+            self._findings.append(Finding(
                 Severity.FAIL, "tp-mismatch", name,
                 f"tensor-parallel replicas of a replicated gain are not identical: "
                 f"{copies[0].rank_dir} vs {c.rank_dir}: {detail}",

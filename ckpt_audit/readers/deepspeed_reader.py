@@ -112,15 +112,15 @@ class DeepSpeedReader(CheckpointReader):
 
     def _refuse_zero3(self, model_file: str, names: list[str]) -> None:
         parts = [n for n in names if OPTIM_FILE.match(n)]
-        script = "zero_to_fp32.py"
-        where = (f"{self.run_folder.display}/{script}"
-                 if self.run_folder.child(script).exists() else f"DeepSpeed's {script}")
+        script = self.run_folder.child("zero_to_fp32.py")
+        found = (f"found at {script.display}" if script.exists()
+                 else "DeepSpeed writes it into the run folder")
         raise CkptAuditError(
             f"ZeRO-3 checkpoint: '{model_file}' holds only empty placeholders; the gains live "
             f"in the ZeRO-3 optimizer partitions ({len(parts)} *_optim_states.pt files), which "
-            f"this tool does not reassemble. Consolidate first: python {where} "
-            f"{self.run_folder.display} OUT_DIR --safe_serialization, then run "
-            "'ckpt-audit audit OUT_DIR'",
+            f"ckpt-audit does not reassemble. Consolidate them with DeepSpeed's zero_to_fp32.py "
+            f"({found}): python zero_to_fp32.py {self.run_folder.display} OUT_DIR "
+            "--safe_serialization, then run 'ckpt-audit audit OUT_DIR'",
             self.tag.display,
         )
 

@@ -89,7 +89,7 @@ class MegatronLegacyReader(CheckpointReader):
     @classmethod
     def detect(cls, loc: Location) -> bool:
         if not loc.is_dir():
-            return False
+            return loc.name in RANK_FILES
         target = resolve_iteration(loc)
         return target.is_dir() and any(RANK_DIR.match(n) for n in target.listdir())
 
@@ -97,6 +97,8 @@ class MegatronLegacyReader(CheckpointReader):
     def _rank_dirs(self) -> dict[tuple[int, int, int], str]:
         """(tp, pp, ep) -> folder name, with the pipeline/expert reading fixed by ``args``."""
         found: dict[tuple[int, int, int], str] = {}
+        if not self.iter_loc.is_dir():
+            return self._single_file()
         raw = [(m, n) for n in self.iter_loc.listdir() if (m := RANK_DIR.match(n))]
         if not raw:
             raise FormatError("no mp_rank_* folders in this iteration folder",
@@ -135,8 +137,32 @@ class MegatronLegacyReader(CheckpointReader):
                     )
         self.layout = {"tensor_parallel": tp_n, "pipeline_parallel": pp_n}
 
+    def _single_file(self) -> dict[tuple[int, int, int], str]:
+        """One ``model_optim_rng.pt`` given on its own: one rank, said so in the findings."""
+        arc = self._archive(self.iter_loc.name)
+        self._config = args_config(arc.tree.get("args") if isinstance(arc.tree, dict) else None)
+        tp_n = int(self._config.get("tensor_model_parallel_size") or 1)
+        pp_n = int(self._config.get("pipeline_model_parallel_size") or 1)
+        self.layout = {"tensor_parallel": 1, "pipeline_parallel": 1}
+        if pp_n > 1:
+            self._findings.append(Finding(
+                Severity.WARN, "single-rank", None,
+                f"one rank file of a {pp_n}-stage pipeline: layer numbers are local to its "
+                "stage; point at the iteration folder for global numbers",
+            ))
+        elif tp_n > 1:
+            self._findings.append(Finding(
+                Severity.INFO, "single-rank", None,
+                f"one rank file of tensor-parallel size {tp_n}: replicas were not compared; "
+                "point at the iteration folder to compare them",
+            ))
+        return {(0, 0, 0): self.iter_loc.name}
+
     def _archive(self, rank_dir: str) -> TorchArchive:
         arc = self._archives.get(rank_dir)
+        if arc is None and not self.iter_loc.is_dir():
+            arc = TorchArchive(self.iter_loc.open())
+            self._archives[rank_dir] = arc
         if arc is None:
             folder = self.iter_loc.child(rank_dir)
             for fname in RANK_FILES:

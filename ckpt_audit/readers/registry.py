@@ -39,6 +39,7 @@ LOOKED_FOR = [
 #: ambiguity the user must settle with --format-hint.
 SUPERSEDES: dict[str, frozenset[str]] = {
     "megatron-torch_dist": frozenset({"dcp"}),
+    "megatron-legacy": frozenset({"torch"}),  # a lone model_optim_rng.pt is a torch zip too
     "safetensors": frozenset({"torch"}),
 }
 

@@ -281,3 +281,18 @@ def test_errors_are_ckpt_audit_errors(tmp_path: Path) -> None:
         open_checkpoint(str(root)).tensors()
     with pytest.raises(FormatError, match="mp_rank_00"):
         open_checkpoint(str(root)).tensors()
+
+
+def test_single_rank_file(reference: dict[str, np.ndarray]) -> None:
+    one = DATA / "legacy_tp1" / "iter_0000010" / "mp_rank_00" / "model_optim_rng.pt"
+    with open_checkpoint(str(one)) as r:
+        assert r.format == "megatron-legacy"
+        assert r.config()["hidden_size"] == 64
+        np.testing.assert_array_equal(r.read("decoder.layers.3.input_layernorm.weight"),
+                                      reference["decoder.layers.3.input_layernorm.weight"])
+        assert not r.findings
+    stage = DATA / "legacy_pp2_vp2" / "iter_0000010" / "mp_rank_00_001" / "model_optim_rng.pt"
+    with open_checkpoint(str(stage)) as r:
+        r.tensors()
+        assert [f.code for f in r.findings] == ["single-rank"]
+        assert r.findings[0].severity is Severity.WARN

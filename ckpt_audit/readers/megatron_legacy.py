@@ -235,7 +235,8 @@ class MegatronLegacyReader(CheckpointReader):
                         self._copies[gname].append(_Copy(rank_dir, tp, ref))
                 offset += n_layers
         expected = self._config.get("num_layers")
-        if isinstance(expected, int) and offset and offset != expected:
+        whole = self.iter_loc.is_dir()
+        if whole and isinstance(expected, int) and offset and offset != expected:
             self._findings.append(Finding(
                 Severity.WARN, "layer-count", None,
                 f"rank files hold {offset} decoder layers but args.num_layers is {expected}",

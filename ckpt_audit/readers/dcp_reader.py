@@ -30,9 +30,11 @@ from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.dcp_metadata import METADATA_LIMIT, DcpChunk, DcpTensor, parse_metadata
 from ckpt_audit.readers.megatron_common import args_config, resolve_iteration, uses_offset_gains
 from ckpt_audit.readers.safe_pickle import TensorRef
+from ckpt_audit.readers.torch_reader import strip_prefixes
 from ckpt_audit.readers.torch_zip import ZIP_MAGIC, TorchArchive
 
 METADATA = ".metadata"
+NEMO_WEIGHTS = "weights"  # NeMo 2: <ckpt>/weights/ (torch_dist) beside <ckpt>/context/
 #: top-level state-dict entries that are never model weights (optimizer moments, schedulers...)
 SKIP_PREFIXES = ("optim.", "optimizer.", "optimizer_states.", "optimizer_state.",
                  "lr_scheduler.", "dataloader.", "train_state.", "rng_state.", "scheduler.")
@@ -58,6 +60,17 @@ class _MemorySource(ByteSource):
         return self._data[offset : offset + length]
 
 
+def dcp_folder(loc: Location) -> Location:
+    """The folder holding ``.metadata``: a Megatron tracker's iteration folder, a NeMo 2
+    checkpoint's ``weights/``, or ``loc`` itself."""
+    folder = resolve_iteration(loc)
+    if folder.is_dir() and METADATA not in folder.listdir():
+        weights = folder.child(NEMO_WEIGHTS)
+        if weights.is_dir() and METADATA in weights.listdir():
+            return weights
+    return folder
+
+
 def is_megatron_dist(folder: Location) -> bool:
     """``metadata.json`` naming the ``torch_dist`` sharded backend."""
     meta = folder.child("metadata.json")
@@ -74,7 +87,7 @@ class DcpReader(CheckpointReader):
 
     def __init__(self, loc: Location) -> None:
         super().__init__(loc)
-        self.folder = resolve_iteration(loc)
+        self.folder = dcp_folder(loc)
         meta = self.folder.child(METADATA)
         if not meta.exists():
             raise FormatError("no .metadata file: not a Distributed Checkpoint folder",
@@ -92,7 +105,8 @@ class DcpReader(CheckpointReader):
     def detect(cls, loc: Location) -> bool:
         if not loc.is_dir():
             return False
-        return METADATA in resolve_iteration(loc).listdir()
+        folder = dcp_folder(loc)
+        return folder.is_dir() and METADATA in folder.listdir()
 
     def _metadata(self) -> dict[str, DcpTensor]:
         if self._stored is None:
@@ -106,13 +120,14 @@ class DcpReader(CheckpointReader):
         for fqn, t in self._metadata().items():
             if fqn.startswith(SKIP_PREFIXES):
                 continue
-            m = STACKED.match(fqn) if self.stacked else None
+            listed = strip_prefixes(fqn)  # NeMo 2 / DDP: "module.decoder..."
+            m = STACKED.match(listed) if self.stacked else None
             if m and len(t.shape) >= 1:
                 for i in range(t.shape[0]):
                     name = f"{m.group(1)}.{i}.{m.group(2)}"
                     self._add(name, t, i, t.shape[1:])
             else:
-                self._add(fqn, t, None, t.shape)
+                self._add(listed, t, None, t.shape)
         return self._infos
 
     def _add(self, name: str, t: DcpTensor, row: int | None, shape: tuple[int, ...]) -> None:
@@ -222,8 +237,8 @@ class MegatronDistReader(DcpReader):
     def detect(cls, loc: Location) -> bool:
         if not loc.is_dir():
             return False
-        folder = resolve_iteration(loc)
-        return METADATA in folder.listdir() and is_megatron_dist(folder)
+        folder = dcp_folder(loc)
+        return folder.is_dir() and METADATA in folder.listdir() and is_megatron_dist(folder)
 
 
 def _overlap(c: DcpChunk, lo: tuple[int, ...], hi: tuple[int, ...]) -> bool:

@@ -174,3 +174,36 @@ def test_metadata_not_a_pickle(tmp_path: Path) -> None:
     root = _copy(DATA / "sharded2", tmp_path / "c")
     (root / ".metadata").write_bytes(b"\x00garbage" * 10)
     assert ".metadata" in _error_line(root)
+
+
+def test_nemo2_layout_weights_folder_and_module_prefix(tmp_path: Path) -> None:
+    """NeMo 2 keeps Megatron torch_dist under <ckpt>/weights/ with "module."-prefixed names."""
+    import torch.distributed.checkpoint as dcp
+
+    g = torch.Generator().manual_seed(5)
+    stacked = 1 + 0.1 * torch.randn(3, 16, generator=g)
+    final = 1 + 0.3 * torch.randn(16, generator=g)
+    root = tmp_path / "nemo2"
+    weights = root / "weights"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"module.decoder.layers.self_attention.linear_qkv.layer_norm_weight": stacked,
+                  "module.decoder.final_layernorm.weight": final,
+                  "optimizer.state.exp_avg.module.decoder.final_layernorm.weight":
+                      torch.zeros(16)}, checkpoint_id=str(weights))
+    (weights / "metadata.json").write_text(json.dumps(
+        {"sharded_backend": "torch_dist", "sharded_backend_version": 1,
+         "common_backend": "torch", "common_backend_version": 1}))
+    (root / "context").mkdir()
+    (root / "context" / "model.yaml").write_text("_target_: nemo.collections.llm.GPTModel\n")
+    with open_checkpoint(str(root)) as r:
+        assert r.format == "megatron-torch_dist"
+        names = sorted(r.tensors())
+        assert names == ["decoder.final_layernorm.weight"] + [
+            f"decoder.layers.{i}.self_attention.linear_qkv.layer_norm_weight" for i in range(3)]
+        vals = r.read_many(names)
+        for i in range(3):
+            np.testing.assert_array_equal(
+                vals[f"decoder.layers.{i}.self_attention.linear_qkv.layer_norm_weight"],
+                stacked[i].numpy())
+        np.testing.assert_array_equal(vals["decoder.final_layernorm.weight"], final.numpy())

@@ -142,6 +142,13 @@ def test_tp_replica_mismatch_is_a_failing_finding() -> None:
     assert "mp_rank_00" in f.message and "mp_rank_01" in f.message
     assert "1 of 64 channels differ" in f.message
     assert report.verdict == "fail"
+    # independent figure: the generator scaled channel 5 of rank 1's bf16 copy by 1.5
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    x = load_file(str(REFERENCE))["decoder.layers.2.pre_mlp_layernorm.weight"][5]
+    want = abs(float((x * 1.5).float()) - float(x.float()))
+    assert isinstance(x, torch.Tensor) and f"max |diff| = {want:.6g}" in f.message
 
 
 def test_tp_replica_mismatch_through_the_cli(tmp_path: Path) -> None:

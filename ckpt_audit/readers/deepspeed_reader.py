@@ -4,9 +4,11 @@
 ``mp_rank_TT_model_states.pt`` holding the model under ``module`` (ZeRO stages 0-2), and
 ``*_optim_states.pt`` partitions. Under ZeRO-3 each rank's model file is
 ``zero_pp_rank_R_mp_rank_TT_model_states.pt`` and ``module`` holds empty placeholders: the
-values, gains included, exist only flattened inside the optimizer partitions. We do not
-reassemble those; the reader refuses with a message that says to run DeepSpeed's
-``zero_to_fp32.py`` and audit its output.
+values, gains included, exist only flattened inside the optimizer partitions. Those are read
+by :mod:`ckpt_audit.readers.deepspeed_zero3` (only each gain's ranges, as ``zero_to_fp32.py``
+lays them out). Where that is impossible (partitions missing, an old layout that keeps ZeRO-3
+placeholders in ``mp_rank_00_model_states.pt``) the reader refuses with a message that says to
+run DeepSpeed's ``zero_to_fp32.py`` and audit its output.
 
 A folder that also holds consolidated weights (``model.safetensors``, ``pytorch_model.bin``,
 as the Hugging Face Trainer writes) is left to those readers; ``--format-hint deepspeed`` reads
@@ -25,6 +27,7 @@ from ckpt_audit.errors import CkptAuditError, FormatError
 from ckpt_audit.io import Location
 from ckpt_audit.model import Finding, Severity, TensorInfo
 from ckpt_audit.readers.base import CheckpointReader
+from ckpt_audit.readers.deepspeed_zero3 import Zero3Layout
 from ckpt_audit.readers.safe_pickle import TensorRef
 from ckpt_audit.readers.torch_reader import strip_prefixes
 from ckpt_audit.readers.torch_zip import TorchArchive
@@ -70,6 +73,8 @@ class DeepSpeedReader(CheckpointReader):
         self._refs: dict[str, TensorRef] = {}
         self._infos: dict[str, TensorInfo] | None = None
         self._findings_extra: list[Finding] = []
+        self._zero3: Zero3Layout | None = None
+        self._zero3_names: dict[str, str] = {}
 
     @classmethod
     def detect(cls, loc: Location) -> bool:
@@ -89,7 +94,9 @@ class DeepSpeedReader(CheckpointReader):
         models = sorted(n for n in names if MODEL_FILE.match(n))
         zero3 = sorted(n for n in names if ZERO3_FILE.match(n))
         if not models and zero3:
-            self._refuse_zero3(zero3[0], names)
+            self._zero3 = Zero3Layout(self.tag, names)
+            self._arc = self._zero3.archive(zero3[0])
+            return self._arc
         if not models:
             if any(PIPE_FILE.match(n) for n in names):
                 raise FormatError("DeepSpeed pipeline-parallel layout (layer_*-model_states.pt) "
@@ -127,10 +134,24 @@ class DeepSpeedReader(CheckpointReader):
     def tensors(self) -> Mapping[str, TensorInfo]:
         if self._infos is None:
             arc = self._open()
-            module = arc.tree["module"]
+            module = arc.tree.get("module") if isinstance(arc.tree, dict) else None
             infos: dict[str, TensorInfo] = {}
-            for key, ref in _flatten(module).items():
+            if self._zero3 is not None:
+                z = self._zero3
+                src = z.tag.child(z.optim_files[0]).display
+                for name, p in z.params.items():
+                    infos[strip_prefixes(name)] = TensorInfo(strip_prefixes(name), p.shape,
+                                                             "F32", src)
+                    self._zero3_names[strip_prefixes(name)] = name
+                self._findings_extra.append(Finding(
+                    Severity.INFO, "zero3-partitions", None,
+                    f"ZeRO-3: values read from the fp32 master partitions of {z.world} "
+                    "data-parallel rank(s)",
+                ))
+            for key, ref in _flatten(module if isinstance(module, dict) else {}).items():
                 name = strip_prefixes(key)
+                if name in infos:
+                    continue  # a ZeRO-3 placeholder of a partitioned parameter
                 infos[name] = TensorInfo(name, ref.shape, ref.dtype, arc.src.name)
                 self._refs[name] = ref
             self._infos = infos
@@ -139,6 +160,8 @@ class DeepSpeedReader(CheckpointReader):
 
     def read(self, name: str) -> np.ndarray:
         self.tensors()
+        if self._zero3 is not None and name in self._zero3_names:
+            return self._zero3.read(self._zero3_names[name])
         ref = self._refs.get(name)
         if ref is None:
             raise FormatError(f"no tensor named {name!r}", self.display)
@@ -157,6 +180,9 @@ class DeepSpeedReader(CheckpointReader):
         return {}
 
     def close(self) -> None:
+        if self._zero3 is not None:
+            self._zero3.close()
+            self._arc = None
         if self._arc is not None:
             self._arc.src.close()
             self._arc = None

@@ -18,6 +18,7 @@ from ckpt_audit.readers import open_checkpoint
 from tests.conftest import run_cli
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "deepspeed"
+FROZEN = "model.layers.1.input_layernorm.weight"  # frozen in zero3_dp2
 
 
 @pytest.fixture(scope="module")
@@ -50,23 +51,60 @@ def test_cli_json_matches_safetensors(stage: str, tmp_path: Path) -> None:
     assert {n["name"] for n in got["norms"] if n["role"] == "final"} == {"model.norm.weight"}
 
 
-def test_zero3_is_refused_with_what_to_run() -> None:
-    with pytest.raises(CkptAuditError) as exc:
-        open_checkpoint(str(DATA / "zero3")).tensors()
-    msg = str(exc.value)
-    assert "ZeRO-3" in msg and "optimizer partitions" in msg
-    assert "zero_to_fp32.py" in msg and "ckpt-audit audit OUT_DIR" in msg
-    res = run_cli(["audit", str(DATA / "zero3")])
-    assert res.code == 2
-    assert len(res.err.strip().splitlines()) == 1 and "ZeRO-3" in res.err
+@pytest.mark.parametrize("stage", ["zero3", "zero3_dp2"])
+def test_zero3_gains_come_from_the_optimizer_partitions(
+        stage: str, reference: dict[str, np.ndarray]) -> None:
+    """module holds empty placeholders; the fp32 partitions give the real values."""
+    with open_checkpoint(str(DATA / stage)) as r:
+        assert r.format == "deepspeed"
+        infos = r.tensors()
+        assert set(infos) == set(reference)
+        assert all(i.dtype == "F32" for i in infos.values())
+        for name in infos:  # zero3_dp2: every tensor is two partitions (one frozen: fragments)
+            np.testing.assert_array_equal(r.read(name), reference[name])
+        codes = [f.code for f in r.findings]
+        assert codes == ["zero3-partitions"]
+        world = 2 if stage == "zero3_dp2" else 1
+        assert f"{world} data-parallel rank" in r.findings[0].message
 
 
-def test_zero3_message_points_at_the_script_when_present(tmp_path: Path) -> None:
+def test_zero3_cli_matches_safetensors(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert run_cli(["audit", str(DATA / "zero3_dp2"), "-f", "json", "-o", str(a)]).code in (0, 1)
+    assert run_cli(["audit", str(DATA / "reference.safetensors"), "-f", "json", "-o",
+                    str(b)]).code in (0, 1)
+    assert json.loads(a.read_text())["norms"] == json.loads(b.read_text())["norms"]
+
+
+def test_zero3_reads_only_the_gain_ranges() -> None:
+    """After the pickles are parsed, each gain costs its fp32 bytes (+ one zip local header)."""
+    with open_checkpoint(str(DATA / "zero3_dp2")) as r:
+        names = [n for n in r.tensors() if "norm" in n and n != FROZEN]
+        r.read(names[0])  # parses both ranks' optimizer pickles
+        before = r.bytes_read
+        r.read_many(names[1:])
+        gain_bytes = sum(4 * r.tensors()[n].numel for n in names[1:])
+        assert gain_bytes <= r.bytes_read - before <= gain_bytes + 2 * 64
+
+
+def test_zero3_without_partitions_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "run"
     shutil.copytree(DATA / "zero3", root)
-    (root / "zero_to_fp32.py").write_text("# stand-in for DeepSpeed's script\n")
+    (root / "global_step5" / "zero_pp_rank_0_mp_rank_00_optim_states.pt").unlink()
+    with pytest.raises(CkptAuditError) as exc:
+        open_checkpoint(str(root)).tensors()
+    assert "ZeRO-3" in str(exc.value) and "optim_states.pt partitions" in str(exc.value)
     res = run_cli(["audit", str(root)])
-    assert res.code == 2 and f"found at {root}/zero_to_fp32.py" in res.err
+    assert res.code == 2 and len(res.err.strip().splitlines()) == 1
+
+
+def test_zero3_missing_one_rank_partition(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    shutil.copytree(DATA / "zero3_dp2", root)
+    (root / "global_step5" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
+    res = run_cli(["audit", str(root)])
+    assert res.code == 2
+    assert "missing optimizer partition file of data-parallel rank 1" in res.err
 
 
 def test_latest_points_to_missing_tag(tmp_path: Path) -> None:

@@ -10,6 +10,9 @@ A tiny Llama-shaped module (HF names: ``model.layers.N.input_layernorm.weight``,
 RMSNorm gains set to distinct deterministic values) is wrapped by ``deepspeed.initialize`` on
 CPU (``DS_ACCELERATOR=cpu``, gloo, world size 1) and saved with ``engine.save_checkpoint`` at
 ZeRO stages 0, 2 and 3 (``zero0/``, ``zero2/``, ``zero3/``: ``latest`` + ``global_step5/``).
+``zero3_dp2/`` is ZeRO-3 over two data-parallel ranks (two gloo processes), so every parameter
+is split in two partitions, one per rank's ``*_optim_states.pt``; one gain there is frozen
+(``requires_grad=False``), which ZeRO-3 keeps as per-rank fragments in the model-states files.
 ``reference.safetensors`` holds the same weights. DeepSpeed also drops ``zero_to_fp32.py``
 into ZeRO-2/3 folders; it is removed here to keep the fixtures small (the reader's message
 names it either way).
@@ -78,6 +81,26 @@ def _model() -> TinyLlama:
     return m
 
 
+def _dp2_worker(rank: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29543", RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_RANK=str(rank), DS_ACCELERATOR="cpu")
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    model = _model()
+    model.model.layers[1].input_layernorm.weight.requires_grad_(False)
+    cfg = {"train_batch_size": 2, "zero_optimization": {"stage": 3},
+           "optimizer": {"type": "Adam", "params": {"lr": 1e-3, "torch_adam": True}}}
+    params = [p for p in model.parameters() if p.requires_grad]
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=cfg)
+    out = os.path.join(HERE, "zero3_dp2")
+    engine.save_checkpoint(out, tag="global_step5")
+    if rank == 0:
+        for script in ("zero_to_fp32.py", "zero_to_torch.py"):
+            if os.path.exists(os.path.join(out, script)):
+                os.remove(os.path.join(out, script))
+
+
 def main() -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29541", RANK="0", WORLD_SIZE="1",
                       LOCAL_RANK="0", DS_ACCELERATOR="cpu")
@@ -100,6 +123,10 @@ def main() -> None:
             if os.path.exists(os.path.join(out, script)):
                 os.remove(os.path.join(out, script))
         engine.destroy()
+    import torch.multiprocessing as mp
+
+    shutil.rmtree(os.path.join(HERE, "zero3_dp2"), ignore_errors=True)
+    mp.spawn(_dp2_worker, nprocs=2)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,16 @@ def merge_ranges(
     return spans
 
 
+class _Head:
+    """The first bytes of one remote file, its size once known, and a lock guarding them."""
+
+    def __init__(self) -> None:
+        self.data = b""  # bytes [0, len(data)) of the file
+        self.done = False  # True once a fetch of the head reached the end of the file
+        self.size: int | None = None
+        self.lock = threading.Lock()
+
+
 class _Shared:
     """What a remote location tree shares: counter, options, worker pool, small caches."""
 
@@ -90,6 +100,15 @@ class _Shared:
         self.exists_cache: dict[str, tuple[bool, int | None, str]] = {}
         #: whole small files (index, config) already fetched, so readers re-reading them cost 0
         self.small_files: dict[str, bytes] = {}
+        self._heads: dict[str, _Head] = {}
+
+    def head(self, url: str) -> _Head:
+        """The head cache of one file, shared by every source opened on it (detection opens a
+        file several times: the first block is fetched once)."""
+        with self._lock:
+            if url not in self._heads:
+                self._heads[url] = _Head()
+            return self._heads[url]
 
     def pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -109,10 +128,9 @@ class RangedSource(ByteSource):
     def __init__(self, name: str, shared: _Shared, size: int | None = None) -> None:
         self.name = name
         self._shared = shared
-        self._size = size
-        self._head = b""  # bytes [0, len(_head)) of the file, fetched once
-        self._head_done = False  # True once a fetch of the head reached the end of the file
-        self._lock = threading.Lock()
+        self._h = shared.head(name)
+        if size is not None and self._h.size is None:
+            self._h.size = size
 
     @abstractmethod
     def _fetch(self, start: int, end: int) -> tuple[bytes, int | None]:
@@ -126,52 +144,54 @@ class RangedSource(ByteSource):
         data, total = self._fetch(start, end)
         self._shared.counter.add(len(data))
         if total is not None:
-            self._size = total
+            self._h.size = total
         return data
 
     def size(self) -> int:
-        if self._size is None:
-            with self._lock:
-                if self._size is None:
+        if self._h.size is None:
+            with self._h.lock:
+                if self._h.size is None:
                     self._grow_head(self._shared.options.head_block)
-            if self._size is None:
-                self._size = self._remote_size()
-        return self._size
+            if self._h.size is None:
+                self._h.size = self._remote_size()
+        return self._h.size
 
     def _grow_head(self, end: int) -> None:
         """Extend the head cache to cover ``[0, end)`` (or the whole file), fetching only the
         missing part. Called with the lock held."""
-        have = len(self._head)
-        if have >= end or self._head_done:
+        have = len(self._h.data)
+        if have >= end or self._h.done:
             return
         want = max(end, self._shared.options.head_block) if not have else end
         data = self._get(have, want)
-        self._head += data
-        if len(data) < want - have or (self._size is not None and len(self._head) >= self._size):
-            self._head_done = True
+        self._h.data += data
+        size = self._h.size
+        if len(data) < want - have or (size is not None and len(self._h.data) >= size):
+            self._h.done = True
 
     def _check(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0:
             raise FormatError(f"bad range offset={offset} length={length}", self.name)
-        if self._size is not None and offset + length > self._size:
+        size = self._h.size
+        if size is not None and offset + length > size:
             raise FormatError(
-                f"range [{offset}, {offset + length}) is outside the file ({self._size} bytes)",
+                f"range [{offset}, {offset + length}) is outside the file ({size} bytes)",
                 self.name,
             )
 
     def _from_head(self, offset: int, length: int) -> bytes | None:
         """Serve from the head cache when the range starts inside the head block."""
         block = self._shared.options.head_block
-        with self._lock:
-            if offset > max(len(self._head), block if not self._head else len(self._head)):
+        with self._h.lock:
+            if offset > (len(self._h.data) if self._h.data else block):
                 return None
-            if offset + length > len(self._head):
+            if offset + length > len(self._h.data):
                 self._grow_head(offset + length)
-            if offset + length > len(self._head):
+            if offset + length > len(self._h.data):
                 raise FormatError(
                     f"range [{offset}, {offset + length}) is outside the file "
-                    f"({len(self._head)} bytes)", self.name)
-            return self._head[offset : offset + length]
+                    f"({len(self._h.data)} bytes)", self.name)
+            return self._h.data[offset : offset + length]
 
     def read(self, offset: int, length: int) -> bytes:
         self._check(offset, length)
@@ -194,8 +214,8 @@ class RangedSource(ByteSource):
         for i, (off, n) in enumerate(ranges):
             if n == 0:
                 out[i] = b""
-            elif self._head and off + n <= len(self._head):
-                out[i] = self._head[off : off + n]
+            elif self._h.data and off + n <= len(self._h.data):
+                out[i] = self._h.data[off : off + n]
             else:
                 rest.append(i)
         spans = merge_ranges([ranges[i] for i in rest], self._shared.options.merge_gap)
@@ -353,9 +373,9 @@ class FsspecSource(RangedSource):
         return bytes(data), None
 
     def size_known(self) -> int | None:
-        if self._size is None:
-            self._size = self._remote_size()
-        return self._size
+        if self._h.size is None:
+            self._h.size = self._remote_size()
+        return self._h.size
 
     def _remote_size(self) -> int:
         opts = self._shared.options

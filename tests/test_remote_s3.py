@@ -79,3 +79,42 @@ def test_s3_storage_options_from_environment(s3, monkeypatch):
     monkeypatch.setenv("CKPT_AUDIT_STORAGE_OPTIONS", json.dumps(opts))
     src = remote_location(f"s3://{BUCKET}/run/big.bin").open()
     assert src.read(123, 4) == big[123:127]
+
+
+def test_cli_audit_over_s3_equals_local(s3, tmp_path, monkeypatch, capsys):
+    """``ckpt-audit audit s3://bucket/folder/`` against moto gives the local folder's figures."""
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from ckpt_audit.cli import main
+
+    opts, _ = s3
+    rng = np.random.default_rng(11)
+    tensors = {"model.embed_tokens.weight": rng.normal(size=(1024, 32)).astype(np.float32),
+               "model.norm.weight": rng.normal(0.9, 0.1, 32).astype(np.float32)}
+    for i in range(2):
+        tensors[f"model.layers.{i}.input_layernorm.weight"] = \
+            rng.normal(0.6, 0.1, 32).astype(np.float32)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 32}))
+    client = boto3.client("s3", endpoint_url=opts["endpoint_url"], region_name="us-east-1")
+    for name in ("model.safetensors", "config.json"):
+        client.upload_file(str(tmp_path / name), BUCKET, f"llama/{name}")
+
+    def audit(target: str) -> dict:
+        with pytest.raises(SystemExit) as exc:
+            main(["audit", target, "--format", "json"])
+        out, err = capsys.readouterr()
+        assert exc.value.code in (0, 1), err
+        return json.loads(out)
+
+    local = audit(str(tmp_path))
+    monkeypatch.setenv("CKPT_AUDIT_STORAGE_OPTIONS", json.dumps(opts))
+    remote = audit(f"s3://{BUCKET}/llama/")
+    keys = ("name", "role", "layer", "dim", "norm", "ratio", "status")
+    assert [[n[k] for k in keys] for n in remote["norms"]] == \
+        [[n[k] for k in keys] for n in local["norms"]]
+    assert len(remote["norms"]) == 3 and remote["final"] == "model.norm.weight"
+    assert 0 < remote["bytes_read"] < os.path.getsize(tmp_path / "model.safetensors")

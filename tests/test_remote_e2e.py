@@ -167,3 +167,24 @@ def test_deepseek_v3_benchmark_budget(tmp_path):
     assert result["ok"], result
     assert result["gains"] == 252 and result["shards"] == 162
     assert result["ratio_to_metadata_plus_gains"] <= 1.3
+
+
+def test_torch_zip_over_http_equals_local(tmp_path, capsys):
+    """The torch reader (zip + allowlisting unpickler) works over ranged HTTP reads too."""
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(2)
+    sd = {"model.embed_tokens.weight": torch.randn(2048, D, generator=gen),
+          "model.norm.weight": 0.9 + 0.1 * torch.randn(D, generator=gen)}
+    for i in range(2):
+        sd[f"model.layers.{i}.input_layernorm.weight"] = 0.5 + 0.1 * torch.randn(D, generator=gen)
+    folder = tmp_path / "pt"
+    folder.mkdir()
+    torch.save(sd, str(folder / "pytorch_model.bin"))
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": D}))
+    local = _audit_json(capsys, str(folder))
+    assert local["format"] == "torch" and len(local["norms"]) == 3
+    with RangeServer(str(tmp_path)) as srv:
+        remote = _audit_json(capsys, srv.url("pt/"))
+        assert _figures(remote) == _figures(local)
+        assert remote["bytes_read"] == srv.bytes_served
+        assert remote["bytes_read"] < os.path.getsize(folder / "pytorch_model.bin") / 2

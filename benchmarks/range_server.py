@@ -10,7 +10,8 @@ to misbehave, to test the client's error handling against a real socket:
 - ``forbid(prefix)``: paths starting with ``prefix`` answer 403;
 - ``ignore_range = True``: answer every GET with 200 and the whole file, like a server without
   Range support;
-- ``delay = seconds``: sleep before answering (to trigger client timeouts).
+- ``delay = seconds``: sleep before answering (to trigger client timeouts);
+- ``hide_total = True``: send ``Content-Range: bytes a-b/*`` (a size the client must ask for).
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(end - start))
         self.send_header("Accept-Ranges", "none" if srv.ignore_range else "bytes")
         if partial:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            total = "*" if srv.hide_total else str(size)
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{total}")
         self.end_headers()
         if self.command == "HEAD":
             return
@@ -127,6 +129,7 @@ class RangeServer:
         self.forbidden: list[str] = []
         self.ignore_range = False
         self.delay = 0.0
+        self.hide_total = False  # answer Content-Range "bytes a-b/*" (size unknown)
         self.bytes_served = 0
         self.requests: list[tuple[str, str | None]] = []
         self._failures: list[int] = []

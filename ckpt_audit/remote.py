@@ -256,7 +256,7 @@ class HttpSource(RangedSource):
         return data, total
 
     def _remote_size(self) -> int:
-        ok, size = self._client.head(self.name)
+        ok, size, _ = self._client.head(self.name)
         if not ok:
             raise RemoteError("not found (HTTP 404)", self.name)
         if size is None:

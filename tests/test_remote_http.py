@@ -198,3 +198,14 @@ def test_unknown_backend_says_what_to_install():
     with pytest.raises(RemoteError, match="gcsfs") as exc:
         location("gs://bucket/ckpt/model.safetensors")
     assert "gs://bucket/ckpt/model.safetensors" in str(exc.value)
+
+
+def test_size_from_head_when_content_range_hides_it(served):
+    srv, files = served
+    srv.hide_total = True
+    src = remote_location(srv.url("big.bin"), FAST).open()
+    assert src.read(0, 8) == files["big.bin"][:8]
+    assert src.size() == len(files["big.bin"])  # asked with HEAD
+    assert [m for m, _ in srv.requests] == ["GET", "HEAD"]
+    with pytest.raises(FormatError, match="outside the file"):
+        src.read(len(files["big.bin"]) - 2, 8)

@@ -100,14 +100,17 @@ def parse_header(head: bytes, source: str) -> Llama2cHeader:
         group = struct.unpack_from("<i", head, 37)[0] if version == 2 else 0
         if version == 2 and group <= 0:
             raise FormatError(f"bad Q8_0 group size {group}", source)
-        return Llama2cHeader(version, *params[:5], params[5], params[6], bool(shared), group)
+        dim, hidden, layers, heads, kv, vocab, seq = params
+        return Llama2cHeader(version, dim, hidden, layers, heads, kv, vocab, seq, bool(shared),
+                             group)
     if len(head) < 28:
         raise FormatError("truncated: shorter than the 28-byte llama2.c header", source)
     params = struct.unpack_from("<7i", head, 0)
     why = _sane(params)
     if why:
         raise FormatError(f"not a llama2.c model header ({why})", source)
-    return Llama2cHeader(0, *params[:5], abs(params[5]), params[6], params[5] > 0)
+    dim, hidden, layers, heads, kv, vocab, seq = params
+    return Llama2cHeader(0, dim, hidden, layers, heads, kv, abs(vocab), seq, vocab > 0)
 
 
 def layout(h: Llama2cHeader) -> tuple[list[tuple[str, str, tuple[int, ...], int]], int]:
@@ -128,12 +131,14 @@ def layout(h: Llama2cHeader) -> tuple[list[tuple[str, str, tuple[int, ...], int]
             out.append((name, dtype, shape, pos))
             pos += n
 
-    mats = [
+    mats: list[tuple[str, tuple[int, ...]]] = [
         ("self_attn.q_proj.weight", (d, d)), ("self_attn.k_proj.weight", (kv, d)),
         ("self_attn.v_proj.weight", (kv, d)), ("self_attn.o_proj.weight", (d, d)),
     ]
-    ffn = [("mlp.gate_proj.weight", (f, d)), ("mlp.down_proj.weight", (d, f)),
-           ("mlp.up_proj.weight", (f, d))]
+    ffn: list[tuple[str, tuple[int, ...]]] = [
+        ("mlp.gate_proj.weight", (f, d)), ("mlp.down_proj.weight", (d, f)),
+        ("mlp.up_proj.weight", (f, d)),
+    ]
     if h.version == 0:
         add("model.embed_tokens.weight", (v, d))
         add("input_layernorm.weight", (d,), per_layer=True)

@@ -19,12 +19,12 @@ from ckpt_audit.io import location
 from ckpt_audit.readers.llama2c_reader import MAGIC, Llama2cReader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STORIES = os.path.join(ROOT, "..", "shared", "data", "stories260K.bin")
 
-needs_stories = pytest.mark.skipif(
-    not os.path.exists(STORIES),
-    reason="../shared/data/stories260K.bin (the real llama2.c model) is not present",
-)
+
+@pytest.fixture()
+def stories(stories_path) -> str:
+    """The real stories260K.bin (conftest skips, or fails in CI, when ../shared/data is absent)."""
+    return str(stories_path)
 
 
 def _v0_arrays(raw: bytes) -> tuple[tuple[int, ...], dict[str, np.ndarray]]:
@@ -70,14 +70,13 @@ def _write_v1(path: str, p: tuple[int, ...], a: dict[str, np.ndarray], version: 
             out.write(s.tobytes())
 
 
-@needs_stories
-def test_stories260k_final_gain_matches_the_article():
-    raw = open(STORIES, "rb").read()
+def test_stories260k_final_gain_matches_the_article(stories):
+    raw = open(stories, "rb").read()
     # independent: the final gain sits just before the two freq tables at the end of the file
     d, heads, seq = 64, 8, 512
     tail = seq * (d // heads) * 4
     final = np.frombuffer(raw[len(raw) - tail - 4 * d : len(raw) - tail], "<f4")
-    with Llama2cReader(location(STORIES)) as r:
+    with Llama2cReader(location(stories)) as r:
         assert r.config()["hidden_size"] == 64 and r.header.version == 0
         got = r.read("model.norm.weight")
         np.testing.assert_array_equal(got, final)
@@ -87,14 +86,13 @@ def test_stories260k_final_gain_matches_the_article():
         assert r.bytes_read < 2048  # header + the gain, not the weights
 
 
-@needs_stories
 @pytest.mark.parametrize("version", [1, 2])
-def test_v1_and_v2_converted_from_v0_give_identical_gains(tmp_path, version):
-    raw = open(STORIES, "rb").read()
+def test_v1_and_v2_converted_from_v0_give_identical_gains(tmp_path, version, stories):
+    raw = open(stories, "rb").read()
     p, a = _v0_arrays(raw)
     path = str(tmp_path / f"stories260K.v{version}.bin")
     _write_v1(path, p, a, version)
-    with Llama2cReader(location(STORIES)) as r0, Llama2cReader(location(path)) as r1:
+    with Llama2cReader(location(stories)) as r0, Llama2cReader(location(path)) as r1:
         assert r1.header.version == version
         gains = [n for n in r0.tensors() if n.endswith("norm.weight")]
         assert len(gains) == 2 * 5 + 1
@@ -127,9 +125,8 @@ def test_unshared_classifier_v0(tmp_path):
         np.testing.assert_array_equal(r.read("model.norm.weight"), parts[10])
 
 
-@needs_stories
-def test_truncated_and_padded_files_are_format_errors(tmp_path):
-    raw = open(STORIES, "rb").read()
+def test_truncated_and_padded_files_are_format_errors(tmp_path, stories):
+    raw = open(stories, "rb").read()
     short = tmp_path / "short.bin"
     short.write_bytes(raw[:-100])
     with pytest.raises(FormatError, match="truncated.*1056540 bytes, the file is 1056440"):
@@ -161,24 +158,22 @@ def test_garbage_and_zip_are_not_llama2c(tmp_path):
         Llama2cReader(location(str(junk)))
 
 
-@needs_stories
-def test_stories260k_over_http_reads_only_header_and_gains(tmp_path):
+def test_stories260k_over_http_reads_only_header_and_gains(tmp_path, stories):
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     from range_server import RangeServer
 
-    with RangeServer(os.path.dirname(os.path.realpath(STORIES))) as srv:
+    with RangeServer(os.path.dirname(os.path.realpath(stories))) as srv:
         with Llama2cReader(location(srv.url("stories260K.bin"))) as r:
             g = r.read("model.norm.weight")
             assert abs(float(np.linalg.norm(g.astype(np.float64))) - 15.21) < 0.01
             assert r.bytes_read == srv.bytes_served < 64 * 1024 + 4096
 
 
-@needs_stories
-def test_registry_detects_llama2c_by_header(tmp_path):
+def test_registry_detects_llama2c_by_header(tmp_path, stories):
     from ckpt_audit.readers.registry import open_checkpoint
 
     renamed = tmp_path / "weights"  # no extension: the header and exact size decide
-    renamed.write_bytes(open(STORIES, "rb").read())
-    for path in (STORIES, str(renamed)):
+    renamed.write_bytes(open(stories, "rb").read())
+    for path in (stories, str(renamed)):
         with open_checkpoint(path) as r:
             assert r.format == "llama2c"

@@ -20,7 +20,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from range_server import RangeServer  # noqa: E402
 
-STORIES = os.path.join(ROOT, "..", "shared", "data", "stories260K.bin")
 HEAD_BLOCK = 64 * 1024
 D, VOCAB, LAYERS, FF = 64, 2048, 2, 172
 
@@ -147,12 +146,11 @@ def test_gguf_over_http_equals_local(tmp_path, capsys):
         assert remote["bytes_read"] == srv.bytes_served < os.path.getsize(path) / 2
 
 
-@pytest.mark.skipif(not os.path.exists(STORIES),
-                    reason="../shared/data/stories260K.bin (the real llama2.c model) is absent")
-def test_llama2c_over_http_equals_local(capsys):
-    local = _audit_json(capsys, STORIES)
+def test_llama2c_over_http_equals_local(capsys, stories_path):
+    stories = str(stories_path)
+    local = _audit_json(capsys, stories)
     assert local["format"] == "llama2c" and abs(local["final_ratio"] - 1.90) < 0.005
-    with RangeServer(os.path.dirname(os.path.realpath(STORIES))) as srv:
+    with RangeServer(os.path.dirname(os.path.realpath(stories))) as srv:
         remote = _audit_json(capsys, srv.url("stories260K.bin"))
         assert _figures(remote) == _figures(local)
         assert remote["bytes_read"] == srv.bytes_served <= HEAD_BLOCK + 11 * 64 * 4

@@ -209,3 +209,29 @@ def test_size_from_head_when_content_range_hides_it(served):
     assert [m for m, _ in srv.requests] == ["GET", "HEAD"]
     with pytest.raises(FormatError, match="outside the file"):
         src.read(len(files["big.bin"]) - 2, 8)
+
+
+def test_read_ranges_property(tmp_path_factory):
+    """Random ranges: exact bytes back; fetched bytes never exceed the spans merge_ranges plans."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    root = tmp_path_factory.mktemp("prop")
+    data = os.urandom(512 * KIB)
+    (root / "f.bin").write_bytes(data)
+    opts = RemoteOptions(timeout=5.0, retries=0, head_block=4 * KIB, merge_gap=1 * KIB)
+    rng_st = st.tuples(st.integers(8 * KIB, len(data) - 1), st.integers(1, 8 * KIB)).map(
+        lambda t: (t[0], min(t[1], len(data) - t[0])))
+
+    with RangeServer(str(root)) as srv:
+        @settings(max_examples=25, deadline=None)
+        @given(st.lists(rng_st, min_size=1, max_size=12))
+        def check(ranges):
+            loc = remote_location(srv.url("f.bin"), opts)
+            got = loc.open().read_ranges(ranges)
+            assert got == [data[o : o + n] for o, n in ranges]
+            planned = sum(e - s for s, e, _ in merge_ranges(ranges, opts.merge_gap))
+            assert loc.bytes_read == planned
+            assert planned <= sum(n for _, n in ranges) + opts.merge_gap * (len(ranges) - 1)
+
+        check()

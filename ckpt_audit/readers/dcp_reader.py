@@ -64,9 +64,9 @@ def dcp_folder(loc: Location) -> Location:
     """The folder holding ``.metadata``: a Megatron tracker's iteration folder, a NeMo 2
     checkpoint's ``weights/``, or ``loc`` itself."""
     folder = resolve_iteration(loc)
-    if folder.is_dir() and METADATA not in folder.listdir():
+    if not folder.child(METADATA).exists():
         weights = folder.child(NEMO_WEIGHTS)
-        if weights.is_dir() and METADATA in weights.listdir():
+        if weights.child(METADATA).exists():
             return weights
     return folder
 
@@ -105,8 +105,7 @@ class DcpReader(CheckpointReader):
     def detect(cls, loc: Location) -> bool:
         if not loc.is_dir():
             return False
-        folder = dcp_folder(loc)
-        return folder.is_dir() and METADATA in folder.listdir()
+        return dcp_folder(loc).child(METADATA).exists()
 
     def _metadata(self) -> dict[str, DcpTensor]:
         if self._stored is None:
@@ -238,7 +237,7 @@ class MegatronDistReader(DcpReader):
         if not loc.is_dir():
             return False
         folder = dcp_folder(loc)
-        return folder.is_dir() and METADATA in folder.listdir() and is_megatron_dist(folder)
+        return folder.child(METADATA).exists() and is_megatron_dist(folder)
 
 
 def _overlap(c: DcpChunk, lo: tuple[int, ...], hi: tuple[int, ...]) -> bool:

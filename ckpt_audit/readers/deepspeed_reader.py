@@ -28,6 +28,7 @@ from ckpt_audit.io import Location
 from ckpt_audit.model import Finding, Severity, TensorInfo
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.deepspeed_zero3 import Zero3Layout
+from ckpt_audit.readers.megatron_common import folder_exists, present
 from ckpt_audit.readers.safe_pickle import TensorRef
 from ckpt_audit.readers.torch_reader import strip_prefixes
 from ckpt_audit.readers.torch_zip import TorchArchive
@@ -37,6 +38,8 @@ MODEL_FILE = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
 ZERO3_FILE = re.compile(r"^zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt$")
 OPTIM_FILE = re.compile(r"^.*_optim_states\.pt$")
 PIPE_FILE = re.compile(r"^layer_\d+-model(?:_\d+)?-model_states\.pt$|^layer_\d+-model_states\.pt$")
+#: what a tag folder holds first, probed where the storage cannot list (HTTP)
+TAG_PROBES = ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")
 CONSOLIDATED = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
@@ -50,7 +53,7 @@ def _tag_folder(loc: Location) -> Location:
     if not tag or "/" in tag or tag.startswith(".."):
         raise FormatError(f"'latest' holds {tag[:40]!r}, not a tag folder name", latest.display)
     target = loc.child(tag)
-    if not target.is_dir():
+    if not folder_exists(target, TAG_PROBES):
         raise FormatError(f"'latest' points to tag folder {tag!r}, which does not exist",
                           latest.display)
     return target
@@ -84,13 +87,14 @@ class DeepSpeedReader(CheckpointReader):
         if any(n in names for n in CONSOLIDATED):
             return False
         if LATEST in names:
-            return _is_tag_folder(_tag_folder(loc).listdir())
-        return _is_tag_folder(names)
+            tag = _tag_folder(loc)
+            return _is_tag_folder(tag.listdir()) or bool(present(tag, TAG_PROBES))
+        return _is_tag_folder(names) or bool(present(loc, TAG_PROBES))
 
     def _open(self) -> TorchArchive:
         if self._arc is not None:
             return self._arc
-        names = self.tag.listdir()
+        names = self._tag_names()
         models = sorted(n for n in names if MODEL_FILE.match(n))
         zero3 = sorted(n for n in names if ZERO3_FILE.match(n))
         if not models and zero3:
@@ -116,6 +120,27 @@ class DeepSpeedReader(CheckpointReader):
         if _zero_stage(tree) == 3 or _placeholders(tree):
             self._refuse_zero3(models[0], names)
         return self._arc
+
+    def _tag_names(self) -> list[str]:
+        """The tag folder's files: its listing, or (HTTP, no listing) probes of the names
+        DeepSpeed writes, every data-parallel rank's for ZeRO-3 (``dp_world_size``)."""
+        names = self.tag.listdir()
+        if _is_tag_folder(names):
+            return names
+        names = present(self.tag, TAG_PROBES)
+        if names == [TAG_PROBES[1]]:
+            arc = TorchArchive(self.tag.child(names[0]).open())
+            try:
+                tree = arc.tree
+            finally:
+                arc.src.close()
+            world = tree.get("dp_world_size") if isinstance(tree, dict) else None
+            world = world if isinstance(world, int) and 0 < world <= 65536 else 1
+            names = present(self.tag, [
+                f"{pre}zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt"
+                for r in range(world) for pre, kind in (("", "model"), ("", "optim"),
+                                                        ("bf16_", "optim"))])
+        return names
 
     def _refuse_zero3(self, model_file: str, names: list[str]) -> None:
         parts = [n for n in names if OPTIM_FILE.match(n)]

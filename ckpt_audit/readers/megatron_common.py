@@ -61,6 +61,22 @@ def register_globals() -> None:
 register_globals()
 
 
+#: Files whose presence shows a Megatron iteration folder where the storage cannot list (HTTP).
+ITERATION_PROBES = (".metadata", "metadata.json", "mp_rank_00/model_optim_rng.pt",
+                    "mp_rank_00_000/model_optim_rng.pt")
+
+
+def present(folder: Location, names: tuple[str, ...] | list[str]) -> list[str]:
+    """The ``names`` that exist under ``folder``: one probe each, for storage that cannot list
+    (plain HTTP); on local disk and object stores a listing is used first by the callers."""
+    return [n for n in names if folder.child(n).exists()]
+
+
+def folder_exists(loc: Location, probes: tuple[str, ...]) -> bool:
+    """``loc`` exists as a folder, or (HTTP, where folders cannot be asked) holds a probe."""
+    return loc.exists() and loc.is_dir() or bool(present(loc, probes))
+
+
 def is_iteration_dir(loc: Location) -> bool:
     """An ``iter_XXXXXXX``/``release`` folder of either layout."""
     if not loc.is_dir():
@@ -94,7 +110,7 @@ def resolve_iteration(loc: Location) -> Location:
                 tracker.display,
             ) from None
     target = loc.child(name)
-    if not target.exists():
+    if not folder_exists(target, ITERATION_PROBES):
         raise FormatError(
             f"tracker points to iteration folder {name!r}, which does not exist",
             tracker.display,

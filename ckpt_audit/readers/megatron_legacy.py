@@ -30,6 +30,7 @@ from ckpt_audit.model import Convention, Finding, Severity, TensorInfo
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.megatron_common import (
     args_config,
+    present,
     resolve_iteration,
     uses_offset_gains,
 )
@@ -40,6 +41,7 @@ RANK_DIR = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?(?:_(\d{3}))?$")
 RANK_FILES = ("model_optim_rng.pt", "model_rng.pt")
 LAYER = re.compile(r"^(decoder\.layers\.)(\d+)(\..*)$")
 MODEL_KEY = re.compile(r"^model(\d*)$")
+FIRST_RANKS = ("mp_rank_00", "mp_rank_00_000")
 
 #: name suffix -> dimension along which tensor parallelism splits it (the rest is replicated).
 PARTITION_DIM: tuple[tuple[str, int], ...] = (
@@ -78,6 +80,8 @@ class MegatronLegacyReader(CheckpointReader):
     def __init__(self, loc: Location) -> None:
         super().__init__(loc)
         self.iter_loc = resolve_iteration(loc)
+        #: a lone model_optim_rng.pt rather than an iteration folder
+        self.single = loc.name in RANK_FILES and not loc.is_dir()
         self._archives: dict[str, TorchArchive] = {}
         self._copies: dict[str, list[_Copy]] = {}
         self._infos: dict[str, TensorInfo] | None = None
@@ -91,15 +95,19 @@ class MegatronLegacyReader(CheckpointReader):
         if not loc.is_dir():
             return loc.name in RANK_FILES
         target = resolve_iteration(loc)
-        return target.is_dir() and any(RANK_DIR.match(n) for n in target.listdir())
+        if target.is_dir() and any(RANK_DIR.match(n) for n in target.listdir()):
+            return True
+        return bool(present(target, [f"{d}/{RANK_FILES[0]}" for d in FIRST_RANKS]))
 
     # -- files -----------------------------------------------------------------------------
     def _rank_dirs(self) -> dict[tuple[int, int, int], str]:
         """(tp, pp, ep) -> folder name, with the pipeline/expert reading fixed by ``args``."""
         found: dict[tuple[int, int, int], str] = {}
-        if not self.iter_loc.is_dir():
+        if self.single:
             return self._single_file()
         raw = [(m, n) for n in self.iter_loc.listdir() if (m := RANK_DIR.match(n))]
+        if not raw:
+            raw = [(m, n) for n in self._probe_rank_dirs() if (m := RANK_DIR.match(n))]
         if not raw:
             raise FormatError("no mp_rank_* folders in this iteration folder",
                               self.iter_loc.display)
@@ -137,6 +145,21 @@ class MegatronLegacyReader(CheckpointReader):
                     )
         self.layout = {"tensor_parallel": tp_n, "pipeline_parallel": pp_n}
 
+    def _probe_rank_dirs(self) -> list[str]:
+        """Rank folders where the storage cannot list (HTTP): the first rank's ``args`` say how
+        many tensor ranks and stages there are; each expected folder is probed."""
+        first = present(self.iter_loc, [f"{d}/{RANK_FILES[0]}" for d in FIRST_RANKS])
+        if not first:
+            return []
+        tree = self._archive(first[0].split("/")[0]).tree
+        cfg = args_config(tree.get("args") if isinstance(tree, dict) else None)
+        tp_n = int(cfg.get("tensor_model_parallel_size") or 1)
+        pp_n = int(cfg.get("pipeline_model_parallel_size") or 1)
+        names = [f"mp_rank_{t:02d}" + (f"_{p:03d}" if pp_n > 1 else "")
+                 for p in range(pp_n) for t in range(tp_n)]
+        return [n.split("/")[0] for n in present(self.iter_loc,
+                                                 [f"{n}/{RANK_FILES[0]}" for n in names])]
+
     def _single_file(self) -> dict[tuple[int, int, int], str]:
         """One ``model_optim_rng.pt`` given on its own: one rank, said so in the findings."""
         arc = self._archive(self.iter_loc.name)
@@ -160,7 +183,7 @@ class MegatronLegacyReader(CheckpointReader):
 
     def _archive(self, rank_dir: str) -> TorchArchive:
         arc = self._archives.get(rank_dir)
-        if arc is None and not self.iter_loc.is_dir():
+        if arc is None and self.single:
             arc = TorchArchive(self.iter_loc.open())
             self._archives[rank_dir] = arc
         if arc is None:
@@ -235,8 +258,7 @@ class MegatronLegacyReader(CheckpointReader):
                         self._copies[gname].append(_Copy(rank_dir, tp, ref))
                 offset += n_layers
         expected = self._config.get("num_layers")
-        whole = self.iter_loc.is_dir()
-        if whole and isinstance(expected, int) and offset and offset != expected:
+        if not self.single and isinstance(expected, int) and offset and offset != expected:
             self._findings.append(Finding(
                 Severity.WARN, "layer-count", None,
                 f"rank files hold {offset} decoder layers but args.num_layers is {expected}",

@@ -136,7 +136,7 @@ class MegatronLegacyReader(CheckpointReader):
         pp_n = max(int(cfg.get("pipeline_model_parallel_size") or 0), max(pps) + 1)
         for pp in range(pp_n):
             for tp in range(tp_n):
-                if not any(k[0] == tp and k[1] == pp for k in found):
+                if (tp, pp, 0) not in found:  # expert rank 0 holds the (non-expert) gains
                     name = f"mp_rank_{tp:02d}" + (f"_{pp:03d}" if pp_n > 1 else "")
                     raise FormatError(
                         f"missing rank folder {name} (expected tensor-parallel ranks 0..{tp_n - 1}"

@@ -1,0 +1,83 @@
+"""``ckpt-audit audit PATH``: the norm-health audit of one checkpoint."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from ckpt_audit.commands._common import console, emit
+from ckpt_audit.errors import CkptAuditError
+from ckpt_audit.model import Convention
+
+
+def run_audit(
+    path: str,
+    fmt: str,
+    output: str | None,
+    config: str | None,
+    fail_on: str,
+    format_hint: str | None,
+    d_model: int | None,
+    convention: str | None,
+    expect_init: bool,
+    device: str,
+    show: int,
+    width: int | None,
+) -> int:
+    """Audit, render, and return the exit code (0 pass, 1 findings at/above fail_on)."""
+    from ckpt_audit.audit import audit_checkpoint
+    from ckpt_audit.policy import load_policy
+    from ckpt_audit.report import FORMATS, render
+    from ckpt_audit.verdict import exit_code, parse_fail_on
+
+    if fmt not in FORMATS:
+        raise CkptAuditError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    threshold = parse_fail_on(fail_on)
+    conv = None
+    if convention is not None:
+        try:
+            conv = Convention(convention)
+        except ValueError:
+            raise CkptAuditError("--convention must be direct, offset or none") from None
+    policy = load_policy(config)
+    report = audit_checkpoint(path, policy=policy, format_hint=format_hint, d_model=d_model,
+                              convention=conv, expect_init=expect_init, device=device)
+    if fmt == "table" and output is None:
+        from ckpt_audit.report.table import print_table
+
+        print_table(report, console(width), show=show)
+    else:
+        emit(render(report, fmt, width=width, fail_on=threshold, show=show), output, [path])
+    return exit_code([report], threshold)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("audit")
+    def audit(
+        path: str = typer.Argument(..., help="Checkpoint file, folder or URL."),
+        fmt: str = typer.Option("table", "--format", "-f",
+                                help="table | json | markdown | junit"),
+        output: Optional[str] = typer.Option(None, "--output", "-o",
+                                             help="Write the report to FILE."),
+        config: Optional[str] = typer.Option(None, "--config", "-c",
+                                             help="Policy TOML (layered over the default)."),
+        fail_on: str = typer.Option("fail", "--fail-on",
+                                    help="Exit 1 on findings at or above: info | warn | fail."),
+        format_hint: Optional[str] = typer.Option(None, "--format-hint",
+                                                  help="Force a checkpoint format."),
+        d_model: Optional[int] = typer.Option(None, "--d-model", min=1,
+                                              help="Override d_model."),
+        convention: Optional[str] = typer.Option(None, "--convention",
+                                                 help="Force direct | offset | none."),
+        expect_init: bool = typer.Option(False, "--expect-init",
+                                         help="Step-0 check: every gain must be all ones."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+        show: int = typer.Option(20, "--show", min=0, help="Offending gains to list."),
+        width: Optional[int] = typer.Option(None, "--width", min=40,
+                                            help="Pin the table width."),
+    ) -> None:
+        """Audit every norm gain of a checkpoint against the policy's bands."""
+        code = run_audit(path, fmt, output, config, fail_on, format_hint, d_model, convention,
+                         expect_init, device, show, width)
+        raise typer.Exit(code)

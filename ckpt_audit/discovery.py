@@ -1,0 +1,203 @@
+"""Find every normalization gain in a tensor listing and give it a role and a layer index.
+
+Works on names, shapes and dtypes only (no values), with the tables of :mod:`ckpt_audit.layouts`.
+It also checks MTP completeness: a config that declares MTP depths whose tensors are missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ckpt_audit.layouts import (
+    BIAS_PARAMS,
+    FINAL_PATTERNS,
+    FUSED_BIAS,
+    FUSED_GAIN,
+    GAIN_PARAMS,
+    LAYER_INDEX,
+    MTP_LAYOUTS,
+    MTP_PREFIXES,
+    NORM_MODULE,
+    ROLE_PATTERNS,
+    MtpLayout,
+    model_type,
+    mtp_count_from_config,
+    num_layers_from_config,
+)
+from ckpt_audit.model import Finding, Role, Severity, TensorInfo
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A gain to audit: its name, role and layer index (None where the name has none)."""
+
+    name: str
+    role: Role
+    layer: int | None
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What :func:`discover` found: gains, LayerNorm biases, rejects and MTP facts."""
+
+    gains: tuple[Candidate, ...]
+    biases: tuple[str, ...]
+    findings: tuple[Finding, ...]
+    mtp_layout: str | None
+    mtp_declared: int
+    mtp_layers: tuple[int, ...]
+
+
+def classify_name(name: str) -> str | None:
+    """``"gain"``, ``"bias"`` or ``None`` from the name alone."""
+    parts = name.split(".")
+    param = parts[-1]
+    if FUSED_GAIN.search(param):
+        return "gain"
+    if FUSED_BIAS.search(param):
+        return "bias"
+    if len(parts) < 2 or not NORM_MODULE.search(parts[-2]):
+        return None
+    if param in GAIN_PARAMS:
+        return "gain"
+    if param in BIAS_PARAMS:
+        return "bias"
+    return None
+
+
+def layer_of(name: str) -> int | None:
+    """The layer index in ``name`` (``model.layers.7.`` → 7), or None."""
+    m = LAYER_INDEX.search(name)
+    return int(m.group(1)) if m else None
+
+
+def _mtp_layer_ids(names: list[str], cfg: dict[str, Any]) -> set[int]:
+    """Layer indices under ``model.layers.`` / ``blk.`` that are MTP depths (DeepSeek HF)."""
+    ids: set[int] = set()
+    n_layers = num_layers_from_config(cfg)
+    declared, _ = mtp_count_from_config(cfg)
+    if n_layers is not None and declared:
+        ids.update(range(n_layers, n_layers + declared))
+    for name in names:
+        if ".enorm." in name or ".hnorm." in name or ".eh_proj." in name:
+            idx = layer_of(name)
+            if idx is not None and not MTP_PREFIXES.search(name):
+                ids.add(idx)
+    return ids
+
+
+def _role(name: str, layer: int | None, mtp_ids: set[int]) -> Role:
+    if MTP_PREFIXES.search(name) or (layer is not None and layer in mtp_ids):
+        return Role.MTP
+    for role, pattern in ROLE_PATTERNS:
+        if pattern.search(name):
+            return Role(role)
+    return Role.LAYER if layer is not None else Role.OTHER
+
+
+def _find_final(names: list[str]) -> str | None:
+    for pattern in FINAL_PATTERNS:
+        for name in names:
+            if pattern.fullmatch(name):
+                return name
+    return None
+
+
+def discover(tensors: Mapping[str, TensorInfo], cfg: dict[str, Any]) -> Discovery:
+    """Every gain (1-D floating tensor named like a norm) with its role, plus MTP checks."""
+    names = sorted(tensors)
+    mtp_ids = _mtp_layer_ids(names, cfg)
+    findings: list[Finding] = []
+    gains: list[str] = []
+    biases: list[str] = []
+    for name in names:
+        kind = classify_name(name)
+        if kind == "bias":
+            biases.append(name)
+            continue
+        if kind != "gain":
+            continue
+        info = tensors[name]
+        if len(info.shape) != 1 or not info.is_float:
+            findings.append(Finding(
+                Severity.WARN, "not-a-gain", name,
+                f"named like a norm gain but is {info.dtype} of shape {list(info.shape)} "
+                "(a gain is a 1-D floating tensor): not audited",
+            ))
+            continue
+        gains.append(name)
+    final = _find_final([g for g in gains if not MTP_PREFIXES.search(g)
+                         and layer_of(g) not in mtp_ids])
+    cands = []
+    for name in gains:
+        layer = layer_of(name)
+        role = Role.FINAL if name == final else _role(name, layer, mtp_ids)
+        cands.append(Candidate(name, role, layer))
+    layout, declared, mtp_findings = check_mtp(tensors, cfg, mtp_ids)
+    findings.extend(mtp_findings)
+    return Discovery(tuple(cands), tuple(biases), tuple(findings), layout, declared,
+                     tuple(sorted(mtp_ids)))
+
+
+def _layout_prefixes(layout: MtpLayout, depths: int, n_layers: int | None) -> list[str]:
+    out = []
+    for k in range(depths):
+        layer = (n_layers + k) if n_layers is not None else k
+        out.append(layout.prefix.format(k=k, layer=layer))
+    return out
+
+
+def detect_mtp_layout(names: list[str], cfg: dict[str, Any]) -> MtpLayout | None:
+    """The MTP layout whose marker tensors appear in ``names`` (or that the model type implies)."""
+    for layout in MTP_LAYOUTS:
+        marker = layout.required[0]
+        head = layout.prefix.split("{")[0]
+        if any(n.startswith(head) and n.endswith(marker) for n in names):
+            return layout
+    mt = model_type(cfg)
+    for layout in MTP_LAYOUTS:
+        if mt in layout.model_types:
+            return layout
+    return None
+
+
+def check_mtp(
+    tensors: Mapping[str, TensorInfo], cfg: dict[str, Any], mtp_ids: set[int]
+) -> tuple[str | None, int, list[Finding]]:
+    """``(layout name, depths declared, findings)``: missing or incomplete MTP modules fail."""
+    names = sorted(tensors)
+    declared, key = mtp_count_from_config(cfg)
+    layout = detect_mtp_layout(names, cfg)
+    present = any(MTP_PREFIXES.search(n) for n in names) or any(
+        layer_of(n) in mtp_ids for n in names if layer_of(n) is not None
+    )
+    findings: list[Finding] = []
+    if declared == 0:
+        if present:
+            findings.append(Finding(Severity.INFO, "mtp-undeclared", None,
+                                    "MTP tensors are present but the config declares no MTP "
+                                    "layers"))
+        return (layout.name if layout and present else None), 0, findings
+    if layout is None or not present:
+        looked = "; ".join(
+            ", ".join(p + r for r in lay.required[:1])
+            for lay in MTP_LAYOUTS
+            for p in _layout_prefixes(lay, 1, num_layers_from_config(cfg))
+        )
+        findings.append(Finding(
+            Severity.FAIL, "mtp-missing", None,
+            f"config declares {key}={declared} but the checkpoint has no MTP tensors "
+            f"(looked for {looked}): serving would accept 0% of drafts",
+        ))
+        return (layout.name if layout else None), declared, findings
+    n_layers = num_layers_from_config(cfg)
+    for k, prefix in enumerate(_layout_prefixes(layout, declared, n_layers)):
+        missing = [prefix + r for r in layout.required if prefix + r not in tensors]
+        if missing:
+            findings.append(Finding(
+                Severity.FAIL, "mtp-incomplete", prefix.rstrip("."),
+                f"MTP depth {k + 1} ({layout.name} layout) lacks " + ", ".join(missing),
+            ))
+    return layout.name, declared, findings

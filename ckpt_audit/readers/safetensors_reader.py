@@ -1,0 +1,179 @@
+"""safetensors checkpoints: one file, a folder of files, or a sharded folder with an index.
+
+Only headers are parsed up front (two small reads per shard); :meth:`read_many` then fetches
+just the byte ranges of the tensors asked for, merged per shard. torch is never imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ckpt_audit.errors import FormatError
+from ckpt_audit.io import ByteSource, Location
+from ckpt_audit.model import TensorInfo
+from ckpt_audit.readers.base import CheckpointReader
+from ckpt_audit.readers.dtypes import decode
+from ckpt_audit.readers.safetensors_format import (
+    SafetensorsHeader,
+    TensorEntry,
+    header_length,
+    parse_header,
+)
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def _is_safetensors(name: str) -> bool:
+    return name.endswith(".safetensors")
+
+
+class SafetensorsReader(CheckpointReader):
+    """Reads safetensors headers and the byte ranges of requested tensors."""
+
+    format = "safetensors"
+
+    def __init__(self, loc: Location) -> None:
+        super().__init__(loc)
+        self._folder = loc if loc.is_dir() else None
+        self._files = self._shard_locations(loc)
+        self._sources: dict[str, ByteSource] = {}
+        self._headers: dict[str, SafetensorsHeader] = {}
+        self._where: dict[str, tuple[str, TensorEntry]] = {}
+        self._infos: dict[str, TensorInfo] | None = None
+
+    @classmethod
+    def detect(cls, loc: Location) -> bool:
+        if loc.is_dir():
+            return any(_is_safetensors(n) or n == INDEX_NAME for n in loc.listdir())
+        if _is_safetensors(loc.name):
+            return True
+        # an extension-less file: sniff the JSON header start after the 8-byte length
+        try:
+            src = loc.open()
+            try:
+                head = src.read(0, min(src.size(), 9))
+            finally:
+                src.close()
+        except FormatError:
+            return False
+        return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 10**8
+
+    # -- discovery of the files --------------------------------------------------------------
+    def _shard_locations(self, loc: Location) -> dict[str, Location]:
+        if not loc.is_dir():
+            return {loc.name: loc}
+        index = loc.child(INDEX_NAME)
+        if index.exists():
+            return self._from_index(loc, index)
+        names = [n for n in loc.listdir() if _is_safetensors(n)]
+        if SINGLE_NAME in names:
+            names = [SINGLE_NAME]
+        if not names:
+            raise FormatError("no .safetensors files in this folder", loc.display)
+        return {n: loc.child(n) for n in names}
+
+    def _from_index(self, folder: Location, index: Location) -> dict[str, Location]:
+        obj = index.read_json()
+        weight_map = obj.get("weight_map") if isinstance(obj, dict) else None
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(v, str) for v in weight_map.values()
+        ):
+            raise FormatError("index has no valid 'weight_map'", index.display)
+        self._index_map: dict[str, str] = weight_map
+        shards: dict[str, Location] = {}
+        for shard in sorted(set(weight_map.values())):
+            if "/" in shard.replace("\\", "/").lstrip("./") and ".." in shard:
+                raise FormatError(f"index names a shard outside the folder: {shard}", index.display)
+            child = folder.child(shard)
+            if not child.exists():
+                raise FormatError(f"index names a missing shard {shard!r}", index.display)
+            shards[shard] = child
+        return shards
+
+    # -- headers ------------------------------------------------------------------------------
+    def _source(self, shard: str) -> ByteSource:
+        src = self._sources.get(shard)
+        if src is None:
+            src = self._files[shard].open()
+            self._sources[shard] = src
+        return src
+
+    def _header(self, shard: str) -> SafetensorsHeader:
+        hdr = self._headers.get(shard)
+        if hdr is None:
+            src = self._source(shard)
+            size = src.size()
+            n = header_length(src.read(0, min(8, size)) if size else b"", size, src.name)
+            hdr = parse_header(src.read(8, n), size, src.name)
+            self._headers[shard] = hdr
+        return hdr
+
+    def tensors(self) -> Mapping[str, TensorInfo]:
+        if self._infos is None:
+            infos: dict[str, TensorInfo] = {}
+            for shard in self._files:
+                hdr = self._header(shard)
+                display = self._files[shard].display
+                for name, e in hdr.tensors.items():
+                    if name in infos:
+                        raise FormatError(
+                            f"tensor {name!r} appears in two files ({infos[name].source})",
+                            display,
+                        )
+                    infos[name] = TensorInfo(name, e.shape, e.dtype, display)
+                    self._where[name] = (shard, e)
+            index_map = getattr(self, "_index_map", None)
+            if index_map is not None:
+                for name, shard in index_map.items():
+                    if name not in infos:
+                        raise FormatError(
+                            f"index maps {name!r} to {shard!r}, which does not hold it",
+                            self._files[shard].display,
+                        )
+            self._infos = infos
+        return self._infos
+
+    def metadata(self) -> dict[str, dict[str, str]]:
+        """The ``__metadata__`` of each file (e.g. ``{"format": "pt"}``)."""
+        return {shard: self._header(shard).metadata for shard in self._files}
+
+    # -- values -------------------------------------------------------------------------------
+    def read(self, name: str) -> np.ndarray:
+        return self.read_many([name])[name]
+
+    def read_many(self, names: Iterable[str]) -> dict[str, np.ndarray]:
+        self.tensors()
+        by_shard: dict[str, list[str]] = {}
+        for name in names:
+            if name not in self._where:
+                raise FormatError(f"no tensor named {name!r}", self.display)
+            by_shard.setdefault(self._where[name][0], []).append(name)
+        out: dict[str, np.ndarray] = {}
+        for shard, shard_names in by_shard.items():
+            entries = [self._where[n][1] for n in shard_names]
+            src = self._source(shard)
+            blobs = src.read_ranges([(e.start, e.end - e.start) for e in entries])
+            for n, e, raw in zip(shard_names, entries, blobs, strict=True):
+                out[n] = decode(raw, e.dtype, e.shape, src.name)
+        return out
+
+    def config(self) -> dict[str, Any]:
+        if self._folder is None:
+            return {}
+        cfg = self._folder.child(CONFIG_NAME)
+        if not cfg.exists():
+            return {}
+        obj = cfg.read_json()
+        if not isinstance(obj, dict):
+            raise FormatError("config.json is not a JSON object", cfg.display)
+        return obj
+
+    def close(self) -> None:
+        for src in self._sources.values():
+            src.close()
+        self._sources.clear()

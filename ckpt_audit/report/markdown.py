@@ -1,0 +1,48 @@
+"""The Markdown report (for a CI step summary or a pull-request comment)."""
+
+from __future__ import annotations
+
+from ckpt_audit.model import AuditReport
+from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending
+
+
+def _cell(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: AuditReport, *, show: int = 20) -> str:
+    lines = [f"## ckpt-audit: `{_cell(report.checkpoint)}` — **{report.verdict.upper()}**", ""]
+    dm = f"{report.d_model} ({report.d_model_source})" if report.d_model else "unknown"
+    lines.append(f"format `{report.format}` · d_model {dm} · convention "
+                 f"`{report.convention.value}` · policy `{report.policy_name}` · "
+                 f"{len(report.norms)} gains")
+    final = report.final
+    if final is not None:
+        lines += ["", f"Final norm `{final.name}`: ‖γ‖₂ = {fmt_norm(final.stats.norm)}, ratio "
+                      f"**{fmt_ratio(final.stats.ratio)}** → {final.status.value}"]
+    rows = by_role(report)
+    if rows:
+        lines += ["", "| role | gains | min ratio | max ratio | statuses | worst |",
+                  "|---|---:|---:|---:|---|---|"]
+        for r in rows:
+            st = ", ".join(f"{k} {v}" for k, v in r.statuses.items())
+            lines.append(f"| {r.role.value} | {r.count} | {fmt_ratio(r.min_ratio)} | "
+                         f"{fmt_ratio(r.max_ratio)} | {st} | {r.worst.value} |")
+    bad = offending(report)
+    if bad:
+        lines += ["", "| tensor | role | layer | dim | ‖γ‖₂ | ratio | status | severity |",
+                  "|---|---|---:|---:|---:|---:|---|---|"]
+        for b in bad[:show]:
+            lines.append(f"| `{_cell(b.name)}` | {b.role.value} | "
+                         f"{'' if b.layer is None else b.layer} | {b.stats.dim} | "
+                         f"{fmt_norm(b.stats.norm)} | {fmt_ratio(b.stats.ratio)} | "
+                         f"{b.status.value} | {b.severity.value} |")
+        if len(bad) > show:
+            lines.append(f"\n… and {len(bad) - show} more.")
+    others = [f for f in report.findings if f.code not in {b.status.value for b in bad}]
+    if others:
+        lines += ["", "Findings:"]
+        for f in others:
+            where = f" `{_cell(f.tensor)}`" if f.tensor else ""
+            lines.append(f"- **{f.severity.value}** {f.code}{where}: {_cell(f.message)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,55 @@
+"""Shared, format-independent summaries used by the table and Markdown renderers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ckpt_audit.model import AuditReport, NormRecord, Role, Severity, Status
+
+STATUS_ORDER = {s: i for i, s in enumerate(Status)}
+
+
+@dataclass(frozen=True)
+class RoleSummary:
+    role: Role
+    count: int
+    min_ratio: float
+    max_ratio: float
+    worst: Severity
+    statuses: dict[str, int]
+
+
+def by_role(report: AuditReport) -> list[RoleSummary]:
+    """One row per role present: count, ratio range, worst severity, count per status."""
+    out = []
+    for role in Role:
+        recs = [r for r in report.norms if r.role is role]
+        if not recs:
+            continue
+        ratios = [r.stats.ratio for r in recs if math.isfinite(r.stats.ratio)]
+        statuses: dict[str, int] = {}
+        for r in sorted(recs, key=lambda r: STATUS_ORDER[r.status]):
+            statuses[r.status.value] = statuses.get(r.status.value, 0) + 1
+        out.append(RoleSummary(role, len(recs), min(ratios, default=math.nan),
+                               max(ratios, default=math.nan),
+                               max((r.severity for r in recs), key=lambda s: s.rank), statuses))
+    return out
+
+
+def offending(report: AuditReport) -> list[NormRecord]:
+    """Gains with a severity above ok, worst first, then farthest from ratio 1."""
+    def key(r: NormRecord) -> tuple[int, float]:
+        dist = abs(math.log(r.stats.ratio)) if r.stats.ratio > 0 and math.isfinite(
+            r.stats.ratio) else math.inf
+        return (-r.severity.rank, -dist)
+
+    return sorted((r for r in report.norms if r.severity is not Severity.OK), key=key)
+
+
+def fmt_ratio(x: float) -> str:
+    return f"{x:.3f}" if math.isfinite(x) else "nan"
+
+
+def fmt_norm(x: float) -> str:
+    return f"{x:.4f}" if math.isfinite(x) else "nan"

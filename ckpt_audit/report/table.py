@@ -1,0 +1,83 @@
+"""The Rich terminal report: a header, the final norm, a summary by role, the offending gains
+and every other finding. Pinned to a width when asked (tests use a fixed width)."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ckpt_audit.model import AuditReport, Severity
+from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending
+
+STYLE = {Severity.OK: "green", Severity.INFO: "cyan", Severity.WARN: "yellow",
+         Severity.FAIL: "bold red"}
+VERDICT_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
+
+
+def render_table(report: AuditReport, *, width: int | None = None, show: int = 20) -> str:
+    console = Console(width=width or 120, record=True, file=_Null(), force_terminal=False,
+                      color_system=None, soft_wrap=False)
+    _print(console, report, show)
+    return console.export_text()
+
+
+def print_table(report: AuditReport, console: Console, show: int = 20) -> None:
+    """Print straight to a (colour) console."""
+    _print(console, report, show)
+
+
+def _print(console: Console, report: AuditReport, show: int) -> None:
+    verdict = Text(report.verdict.upper(), style=VERDICT_STYLE[report.verdict])
+    head = Text.assemble(("ckpt-audit ", "bold"), report.checkpoint, "  ", verdict)
+    console.print(head)
+    dm = (f"d_model {report.d_model} ({report.d_model_source}), √d = "
+          f"{math.sqrt(report.d_model):.4f}" if report.d_model else "d_model unknown")
+    console.print(f"format {report.format} · {dm} · convention {report.convention.value} · "
+                  f"policy {report.policy_name} · {len(report.norms)} gains of "
+                  f"{report.tensors_total} tensors · {report.bytes_read:,} bytes read")
+    final = report.final
+    if final is not None:
+        s = final.stats
+        console.print(Text.assemble(
+            "final norm ", (final.name, "bold"), f": ‖γ‖₂ = {fmt_norm(s.norm)}, ratio ",
+            (fmt_ratio(s.ratio), "bold"), " → ", (final.status.value, STYLE[final.severity])))
+    roles = Table(title="Gains by role", title_justify="left", expand=False)
+    for col in ("role", "gains", "min ratio", "max ratio", "statuses", "worst"):
+        roles.add_column(col, justify="right" if "ratio" in col or col == "gains" else "left")
+    for row in by_role(report):
+        roles.add_row(row.role.value, str(row.count), fmt_ratio(row.min_ratio),
+                      fmt_ratio(row.max_ratio),
+                      ", ".join(f"{k} {v}" for k, v in row.statuses.items()),
+                      Text(row.worst.value, style=STYLE[row.worst]))
+    if report.norms:
+        console.print(roles)
+    bad = offending(report)
+    if bad:
+        t = Table(title="Gains outside the ok bands", title_justify="left")
+        for col in ("tensor", "role", "layer", "dim", "‖γ‖₂", "ratio", "status", "severity"):
+            t.add_column(col, justify="right" if col in ("layer", "dim", "‖γ‖₂", "ratio")
+                         else "left", overflow="fold")
+        for r in bad[:show]:
+            t.add_row(r.name, r.role.value, "" if r.layer is None else str(r.layer),
+                      str(r.stats.dim), fmt_norm(r.stats.norm), fmt_ratio(r.stats.ratio),
+                      r.status.value, Text(r.severity.value, style=STYLE[r.severity]))
+        console.print(t)
+        if len(bad) > show:
+            console.print(f"… and {len(bad) - show} more (use --show or --format json)")
+    other = [f for f in report.findings if f.tensor is None or f.code in {
+        "not-a-gain", "mtp-incomplete", "init-mismatch", "d-model-mismatch", "tp-mismatch"}]
+    for f in other:
+        where = f"{f.tensor}: " if f.tensor else ""
+        console.print(Text.assemble((f"[{f.severity.value}] ", STYLE[f.severity]),
+                                    f"{f.code}: {where}{f.message}"))
+
+
+class _Null:
+    def write(self, s: str) -> int:
+        return len(s)
+
+    def flush(self) -> None:
+        pass

@@ -1,0 +1,58 @@
+"""Per-gain statistics in float64, with exactly rounded sums.
+
+Each γ_eff channel is widened to float64; squares of float32 values are exact in float64, and
+``math.fsum`` rounds the sum of squares once, so ‖γ_eff‖₂ is correct to the last bit of float64
+for every stored dtype up to F32. Definitions (docs/METRICS.md):
+
+- ``norm`` = ‖γ_eff‖₂ = sqrt(Σ γ_i²); ``ratio`` = norm / √n (= RMS of γ_eff);
+- ``mean``, ``std`` (population, ddof = 0), ``min``, ``max`` over finite channels;
+- ``nonfinite`` = number of NaN/±inf channels (then norm and ratio are NaN);
+- ``near_zero`` = fraction of channels with |γ_i| < threshold;
+- ``extreme`` = the channels farthest from the init value 1, as (index, γ_i).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ckpt_audit.model import Convention, GainStats
+
+EXTREME_COUNT = 5
+
+
+def effective_gain(values: np.ndarray, convention: Convention) -> np.ndarray:
+    """γ_eff in float64: the stored values, plus one for the offset convention."""
+    g = np.asarray(values, dtype=np.float64).reshape(-1)
+    if convention is Convention.OFFSET:
+        g = g + 1.0
+    return g
+
+
+def gain_stats(values: np.ndarray, convention: Convention, near_zero: float = 0.01) -> GainStats:
+    """Statistics of one gain (see the module docstring for each definition)."""
+    g = effective_gain(values, convention)
+    n = int(g.size)
+    if n == 0:
+        nan = float("nan")
+        return GainStats(0, nan, nan, nan, nan, nan, nan, 0, 0.0, ())
+    finite = np.isfinite(g)
+    nonfinite = int(n - int(finite.sum()))
+    gf = g[finite]
+    if nonfinite:
+        norm = ratio = float("nan")
+    else:
+        norm = math.sqrt(math.fsum((g * g).tolist()))
+        ratio = norm / math.sqrt(n)
+    if gf.size:
+        mean = math.fsum(gf.tolist()) / gf.size
+        std = math.sqrt(math.fsum(((gf - mean) ** 2).tolist()) / gf.size)
+        lo, hi = float(gf.min()), float(gf.max())
+    else:
+        mean = std = lo = hi = float("nan")
+    near = float(np.count_nonzero(np.abs(gf) < near_zero)) / n
+    dev = np.where(finite, np.abs(g - 1.0), np.inf)
+    order = np.lexsort((np.arange(n), -dev))[: min(EXTREME_COUNT, n)]
+    extreme = tuple((int(i), float(g[i])) for i in order)
+    return GainStats(n, norm, ratio, lo, hi, mean, std, nonfinite, near, extreme)

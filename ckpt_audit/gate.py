@@ -6,8 +6,14 @@ appends to the file named by ``$GITHUB_STEP_SUMMARY``.
 Baseline drift (docs/RUNS.md): for every gain of a role in ``roles`` present in the known-good
 report, ``drift = |ratio / ratio_baseline − 1|``; a drift above ``max_drift`` is a
 ``baseline-drift`` finding of severity ``fail``, and a gain of the baseline missing from the new
-checkpoint is a ``baseline-missing`` failure. ``max_drift`` comes from the policy's ``max_drift``
-when it has one, else :data:`DEFAULT_MAX_DRIFT`.
+checkpoint is a ``baseline-missing`` failure. Both knobs live in the policy TOML, in a table the
+audit core ignores::
+
+    [baseline]
+    max_drift = 0.10            # allowed relative change of a gain's ratio
+    roles = ["final", "mtp"]    # roles compared ("all" for every gain)
+
+and default to :data:`DEFAULT_MAX_DRIFT` and :data:`DEFAULT_BASELINE_ROLES`.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ckpt_audit.errors import FormatError
+from ckpt_audit.errors import FormatError, PolicyError
 from ckpt_audit.model import AuditReport, Finding, Severity
 
 #: Allowed relative change of a gain's ratio from the baseline (10 %), when the policy has none.
@@ -74,10 +80,32 @@ def load_baseline(path: str) -> Baseline:
     return parse_baseline(data, path)
 
 
+def _baseline_table(policy: Any) -> dict[str, Any]:
+    raw = getattr(policy, "raw", None) or {}
+    table = raw.get("baseline") if isinstance(raw, dict) else None
+    return table if isinstance(table, dict) else {}
+
+
 def policy_max_drift(policy: Any) -> float:
-    """The policy's ``max_drift`` when it defines one, else :data:`DEFAULT_MAX_DRIFT`."""
-    value = getattr(policy, "max_drift", None)
-    return float(value) if isinstance(value, (int, float)) and value > 0 else DEFAULT_MAX_DRIFT
+    """``[baseline] max_drift`` of the policy (or a ``max_drift`` attribute), else the default."""
+    value = _baseline_table(policy).get("max_drift", getattr(policy, "max_drift", None))
+    if value is None:
+        return DEFAULT_MAX_DRIFT
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise PolicyError(f"[baseline] max_drift must be a positive number, not {value!r}",
+                          getattr(policy, "source", None))
+    return float(value)
+
+
+def policy_baseline_roles(policy: Any) -> tuple[str, ...]:
+    """``[baseline] roles`` of the policy, else :data:`DEFAULT_BASELINE_ROLES`."""
+    roles = _baseline_table(policy).get("roles")
+    if roles is None:
+        return DEFAULT_BASELINE_ROLES
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise PolicyError("[baseline] roles must be a list of role names",
+                          getattr(policy, "source", None))
+    return tuple(roles)
 
 
 def baseline_findings(report: AuditReport, baseline: Baseline, *, max_drift: float,

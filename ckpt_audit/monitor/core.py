@@ -101,20 +101,9 @@ def find_gains(module: Any, *, config: Mapping[str, Any] | None = None
         params[name] = p
         infos[name] = TensorInfo(name, tuple(p.shape), _TORCH_DTYPES.get(str(p.dtype), "F32"),
                                  "<module>")
-    gains = [(c.name, c.role, c.layer, params[c.name]) for c in discover(infos, cfg)
+    gains = [(c.name, c.role, c.layer, params[c.name]) for c in discover(infos, cfg).gains
              if c.name in params]
     return gains, cfg
-
-
-def _convention(cfg: Mapping[str, Any], override: Convention | None) -> Convention:
-    if override is not None:
-        return override
-    from ckpt_audit import audit
-
-    detect = getattr(audit, "convention_from_config", None)
-    if detect is not None:
-        return detect(dict(cfg))  # type: ignore[no-any-return]
-    return Convention.DIRECT
 
 
 def read_gains(module: Any, *, policy: Any = None, convention: Convention | None = None,
@@ -122,17 +111,20 @@ def read_gains(module: Any, *, policy: Any = None, convention: Convention | None
     """Measure every gain of ``module`` now and classify it with ``policy`` (default policy)."""
     import numpy as np
 
+    from ckpt_audit.conventions import convention_for, resolve_convention
     from ckpt_audit.policy import load_policy
     from ckpt_audit.stats import gain_stats
 
     pol = policy if policy is not None else load_policy(None)
     gains, cfg = find_gains(module, config=config)
-    conv = _convention(cfg, convention)
-    near_zero = getattr(pol, "near_zero", 1e-3)
+    default_conv, _why = resolve_convention(cfg, convention, None)
+    if default_conv is Convention.NONE:
+        default_conv = Convention.DIRECT  # a module with parameters named like gains has gains
     out = []
     for name, role, layer, p in gains:
         values = np.asarray(p.detach().float().cpu().numpy(), dtype=np.float64).reshape(-1)
-        st = gain_stats(values, conv, near_zero)
+        conv = convention_for(name, default_conv, cfg, convention is not None)
+        st = gain_stats(values, conv, pol.near_zero)
         status, severity = pol.classify(st.ratio, role)
         if st.nonfinite:
             status, severity = Status.NONFINITE, Severity.FAIL

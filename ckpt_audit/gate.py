@@ -52,7 +52,7 @@ class Baseline:
 
 
 def parse_baseline(data: Any, source: str) -> Baseline:
-    """A :class:`Baseline` from a parsed audit JSON report (:class:`FormatError` names ``source``)."""
+    """A :class:`Baseline` from a parsed audit report (:class:`FormatError` names ``source``)."""
     if not isinstance(data, dict) or data.get("schema") != "ckpt-audit.audit/1":
         raise FormatError("not a ckpt-audit audit report (expected \"schema\": "
                           "\"ckpt-audit.audit/1\"; write one with `ckpt-audit audit CKPT "

@@ -78,7 +78,7 @@ def series(results: Sequence[CheckpointResult], name: str) -> list[tuple[int, fl
 
 def find_jumps(results: Sequence[CheckpointResult], names: Sequence[str],
                threshold: float) -> tuple[Jump, ...]:
-    """Consecutive-checkpoint changes larger than ``threshold`` (relative), per gain, in step order."""
+    """Changes between consecutive checkpoints above ``threshold`` (relative), in step order."""
     jumps: list[Jump] = []
     for name in names:
         prev: tuple[int, float] | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -67,20 +66,20 @@ def register(app: typer.Typer) -> None:
         runs: list[str] = typer.Argument(..., help="Two or more run folders; the first is the "
                                                    "reference."),
         fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE."),
-        config: Optional[str] = typer.Option(None, "--config", "-c", help="Policy TOML."),
+        output: str | None = typer.Option(None, "--output", "-o", help="Write to FILE."),
+        config: str | None = typer.Option(None, "--config", "-c", help="Policy TOML."),
         tolerance: float = typer.Option(0.05, "--tolerance",
                                         help="A gain diverges when |ratio_B - ratio_A| exceeds "
                                              "this."),
-        plot: Optional[str] = typer.Option(None, "--plot", help="PNG overlay of the runs."),
+        plot: str | None = typer.Option(None, "--plot", help="PNG overlay of the runs."),
         plot_size: str = typer.Option("1000x600", "--plot-size", help="PNG size WxH."),
-        gain: Optional[str] = typer.Option(None, "--gain",
+        gain: str | None = typer.Option(None, "--gain",
                                            help="Gain to overlay in --plot (default: final)."),
         settle: float = typer.Option(0.0, "--settle", min=0.0),
-        format_hint: Optional[str] = typer.Option(None, "--format-hint"),
-        d_model: Optional[int] = typer.Option(None, "--d-model", min=1),
-        convention: Optional[str] = typer.Option(None, "--convention"),
-        width: Optional[int] = typer.Option(None, "--width", min=40),
+        format_hint: str | None = typer.Option(None, "--format-hint"),
+        d_model: int | None = typer.Option(None, "--d-model", min=1),
+        convention: str | None = typer.Option(None, "--convention"),
+        width: int | None = typer.Option(None, "--width", min=40),
     ) -> None:
         """Compare runs at matching steps; report the first gain (by layer) that diverges."""
         raise typer.Exit(run_compare(runs, fmt=fmt, output=output, config=config,

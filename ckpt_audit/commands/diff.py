@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -47,16 +46,16 @@ def register(app: typer.Typer) -> None:
         a: str = typer.Argument(..., help="Checkpoint A (file, folder or URL)."),
         b: str = typer.Argument(..., help="Checkpoint B."),
         fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE."),
-        config: Optional[str] = typer.Option(None, "--config", "-c", help="Policy TOML."),
+        output: str | None = typer.Option(None, "--output", "-o", help="Write to FILE."),
+        config: str | None = typer.Option(None, "--config", "-c", help="Policy TOML."),
         show: int = typer.Option(30, "--show", min=1, help="Rows to print in the table."),
-        max_change: Optional[float] = typer.Option(
+        max_change: float | None = typer.Option(
             None, "--max-change", min=0.0,
             help="Exit 1 when a gain's |change| exceeds this (or a gain is in one only)."),
-        format_hint: Optional[str] = typer.Option(None, "--format-hint"),
-        d_model: Optional[int] = typer.Option(None, "--d-model", min=1),
-        convention: Optional[str] = typer.Option(None, "--convention"),
-        width: Optional[int] = typer.Option(None, "--width", min=40),
+        format_hint: str | None = typer.Option(None, "--format-hint"),
+        d_model: int | None = typer.Option(None, "--d-model", min=1),
+        convention: str | None = typer.Option(None, "--convention"),
+        width: int | None = typer.Option(None, "--width", min=40),
     ) -> None:
         """Per gain: ratio in A, ratio in B and the change, largest change first."""
         raise typer.Exit(run_diff(a, b, fmt=fmt, output=output, config=config, show=show,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -80,8 +79,8 @@ def register(app: typer.Typer) -> None:
         run: str = typer.Argument(..., help="Run folder (checkpoint-N, iter_N, global_stepN, "
                                             "step-N children)."),
         fmt: str = typer.Option("table", "--format", "-f", help="table | json | markdown | junit"),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE."),
-        config: Optional[str] = typer.Option(None, "--config", "-c", help="Policy TOML."),
+        output: str | None = typer.Option(None, "--output", "-o", help="Write to FILE."),
+        config: str | None = typer.Option(None, "--config", "-c", help="Policy TOML."),
         fail_on: str = typer.Option("fail", "--fail-on", help="Exit 1 at: info | warn | fail."),
         incomplete: str = typer.Option("warn", "--incomplete",
                                        help="An incomplete checkpoint counts as: ignore | warn "
@@ -91,23 +90,23 @@ def register(app: typer.Typer) -> None:
                                         "between consecutive checkpoints."),
         roles: str = typer.Option("final,mtp", "--roles",
                                   help="Roles to follow (comma list; 'all' for every gain)."),
-        gains: Optional[str] = typer.Option(None, "--gains",
+        gains: str | None = typer.Option(None, "--gains",
                                             help="Follow the gains whose name matches REGEX "
                                                  "(instead of --roles)."),
-        plot: Optional[str] = typer.Option(None, "--plot", help="Write a PNG: ratio vs step."),
+        plot: str | None = typer.Option(None, "--plot", help="Write a PNG: ratio vs step."),
         plot_size: str = typer.Option("1000x600", "--plot-size", help="PNG size WxH (pixels)."),
-        baseline: Optional[str] = typer.Option(None, "--baseline",
+        baseline: str | None = typer.Option(None, "--baseline",
                                                help="Known-good audit JSON: fail on drift."),
         settle: float = typer.Option(0.0, "--settle", min=0.0,
                                      help="Stat twice SECONDS apart; changes mean 'still being "
                                           "written'."),
-        github: Optional[bool] = typer.Option(None, "--github/--no-github",
+        github: bool | None = typer.Option(None, "--github/--no-github",
                                               help="GitHub annotations + step summary "
                                                    "(default: when GITHUB_ACTIONS=true)."),
-        format_hint: Optional[str] = typer.Option(None, "--format-hint"),
-        d_model: Optional[int] = typer.Option(None, "--d-model", min=1),
-        convention: Optional[str] = typer.Option(None, "--convention"),
-        width: Optional[int] = typer.Option(None, "--width", min=40, help="Pin the width."),
+        format_hint: str | None = typer.Option(None, "--format-hint"),
+        d_model: int | None = typer.Option(None, "--d-model", min=1),
+        convention: str | None = typer.Option(None, "--convention"),
+        width: int | None = typer.Option(None, "--width", min=40, help="Pin the width."),
     ) -> None:
         """Trend of the final (and MTP) norms over a run: ratios, first step out of band,
         sudden jumps, sparklines, optional PNG."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Optional
 
 import typer
 
@@ -106,25 +105,25 @@ def register(app: typer.Typer) -> None:
     def watch(
         run: str = typer.Argument(..., help="Run folder to watch."),
         interval: float = typer.Option(60.0, "--interval", min=0.0, help="Seconds between polls."),
-        max_polls: Optional[int] = typer.Option(None, "--max-polls", min=1,
+        max_polls: int | None = typer.Option(None, "--max-polls", min=1,
                                                 help="Stop after N polls (default: forever)."),
         once: bool = typer.Option(False, "--once", help="Poll once (= --max-polls 1)."),
         exit_on: str = typer.Option("never", "--exit-on",
                                     help="Exit 1 when a checkpoint reaches: warn | fail | never."),
-        state: Optional[str] = typer.Option(None, "--state",
+        state: str | None = typer.Option(None, "--state",
                                             help="State file (default: under the user cache "
                                                  "folder; never inside the run)."),
-        config: Optional[str] = typer.Option(None, "--config", "-c", help="Policy TOML."),
+        config: str | None = typer.Option(None, "--config", "-c", help="Policy TOML."),
         fmt: str = typer.Option("table", "--format", "-f", help="table | json (JSON lines)"),
-        baseline: Optional[str] = typer.Option(None, "--baseline",
+        baseline: str | None = typer.Option(None, "--baseline",
                                                help="Known-good audit JSON: fail on drift."),
         settle: float = typer.Option(2.0, "--settle", min=0.0,
                                      help="Stat twice SECONDS apart before auditing."),
-        junit_path: Optional[str] = typer.Option(None, "--junit", help="Keep a JUnit XML here."),
-        github: Optional[bool] = typer.Option(None, "--github/--no-github"),
-        format_hint: Optional[str] = typer.Option(None, "--format-hint"),
-        d_model: Optional[int] = typer.Option(None, "--d-model", min=1),
-        convention: Optional[str] = typer.Option(None, "--convention"),
+        junit_path: str | None = typer.Option(None, "--junit", help="Keep a JUnit XML here."),
+        github: bool | None = typer.Option(None, "--github/--no-github"),
+        format_hint: str | None = typer.Option(None, "--format-hint"),
+        d_model: int | None = typer.Option(None, "--d-model", min=1),
+        convention: str | None = typer.Option(None, "--convention"),
     ) -> None:
         """Poll a run for new complete checkpoints and audit each exactly once."""
         raise typer.Exit(run_watch(run, interval=interval, max_polls=1 if once else max_polls,

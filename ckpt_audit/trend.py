@@ -125,13 +125,20 @@ def build_trend(run: str, results: Sequence[CheckpointResult], *,
 
 
 def sparkline(values: Sequence[float | None], lo: float | None = None,
-              hi: float | None = None) -> str:
-    """One character per value, ▁ (lowest) to █ (highest); ``·`` for a missing value."""
+              hi: float | None = None, min_span: float = 0.1) -> str:
+    """One character per value, ▁ (lowest) to █ (highest); ``·`` missing, ``!`` non-finite.
+
+    The scale is the values' own range, widened symmetrically to at least ``min_span`` (in ratio
+    units) so that noise of a few thousandths does not fill the whole ▁..█ range.
+    """
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return "·" * len(values)
     lo = min(finite) if lo is None else lo
     hi = max(finite) if hi is None else hi
+    if hi - lo < min_span:
+        mid = (hi + lo) / 2
+        lo, hi = mid - min_span / 2, mid + min_span / 2
     chars = []
     for v in values:
         if v is None or not math.isfinite(v):

@@ -9,7 +9,7 @@ auditing a run produced. Definitions (docs/RUNS.md repeats them):
 - *first out of band*: the step of the first complete, audited checkpoint where a gain was out of
   band (it may have come back later; the JSON keeps the first step only).
 - *change*: ``ratio_b / ratio_a − 1`` between consecutive audited checkpoints that both have the
-  gain; a *jump* is a change whose absolute value exceeds the threshold (default 0.25, i.e. 25 %
+  gain; a *jump* is a change whose absolute value exceeds the threshold (default 0.30, i.e. 30 %
   between two checkpoints).
 """
 
@@ -24,7 +24,7 @@ from ckpt_audit.model import Finding, NormRecord, Severity, Status
 from ckpt_audit.runaudit import CheckpointResult, tracked_names, worst_verdict
 
 SCHEMA = "ckpt-audit.trend/1"
-DEFAULT_JUMP = 0.25
+DEFAULT_JUMP = 0.30
 DEFAULT_ROLES = ("final", "mtp")
 _OUT_STATUSES = {Status.COLLAPSE, Status.LOW, Status.EXPLOSION, Status.NONFINITE}
 _SPARK = "▁▂▃▄▅▆▇█"

@@ -25,7 +25,7 @@ def parse_size(value: str) -> tuple[int, int]:
 
 def run_trend(run: str, *, fmt: str = "table", output: str | None = None,
               config: str | None = None, fail_on: str = "fail", incomplete: str = "warn",
-              jump: float = 0.25, roles: str = "final,mtp", gains: str | None = None,
+              jump: float = 0.30, roles: str = "final,mtp", gains: str | None = None,
               plot: str | None = None, plot_size: str = "1000x600", baseline: str | None = None,
               settle: float = 0.0, github: bool | None = None, format_hint: str | None = None,
               d_model: int | None = None, convention: str | None = None,
@@ -44,7 +44,7 @@ def run_trend(run: str, *, fmt: str = "table", output: str | None = None,
     _runs.check_choice("--incomplete", incomplete, _runs.INCOMPLETE_CHOICES)
     threshold = parse_fail_on(fail_on)
     if jump <= 0:
-        raise CkptAuditError("--jump must be a positive fraction (0.25 = 25 %)")
+        raise CkptAuditError("--jump must be a positive fraction (0.3 = 30 %)")
     size = parse_size(plot_size) if plot else None
     _runs.refuse_inside_any(output, [run])
     _runs.refuse_inside_any(plot, [run])
@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
         incomplete: str = typer.Option("warn", "--incomplete",
                                        help="An incomplete checkpoint counts as: ignore | warn "
                                             "| fail (for the exit code)."),
-        jump: float = typer.Option(0.25, "--jump",
+        jump: float = typer.Option(0.30, "--jump",
                                    help="Alert when a ratio changes by more than this fraction "
                                         "between consecutive checkpoints."),
         roles: str = typer.Option("final,mtp", "--roles",

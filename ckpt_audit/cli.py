@@ -60,9 +60,7 @@ _register_commands()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning input errors into one line and exit code 2."""
     debug = os.environ.get("CKPT_AUDIT_DEBUG") == "1"
-    rv: object = 0
     try:
-        # with standalone_mode=False click returns typer.Exit's code instead of raising it
         rv = app(args=argv, standalone_mode=False)
     except CkptAuditError as exc:
         if debug:

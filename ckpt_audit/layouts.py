@@ -117,6 +117,10 @@ MTP_LAYOUTS: tuple[MtpLayout, ...] = (
     ),
 )
 
+#: Post-LN encoders: no final norm by design (the last block's LayerNorm ends the stack).
+ENCODER_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra",
+                                 "mpnet", "deberta", "deberta-v2", "albert", "camembert"})
+
 #: Config keys that declare how many MTP depths a checkpoint has.
 MTP_COUNT_KEYS = ("num_nextn_predict_layers", "mtp_num_layers", "num_mtp_layers",
                   "mtp_num_hidden_layers", "nextn_predict_layers", "n_mtp")

@@ -179,3 +179,10 @@ def test_mtp_norms_are_tracked(tmp_path):
 def test_not_a_run_is_a_clean_error(tmp_path):
     res = run_cli(["trend", str(tmp_path)])
     assert res.code == 2 and "no checkpoints in this run folder" in res.err
+
+
+def test_demo_shows_the_trend():
+    res = run_cli(["demo", "--width", "100"])
+    assert res.code == 0, res.err
+    assert "The run over time (ckpt-audit trend):" in res.out
+    assert "model.norm.weight  ratio 0.250–2.400, first out of band at step 2000" in res.out

@@ -45,7 +45,7 @@ def print_trend(trend: Trend, con: Console) -> None:
     t.add_column("checkpoint")
     t.add_column("verdict")
     for name in trend.tracked:
-        t.add_column(name, justify="right")
+        t.add_column(name.removesuffix(".weight"), justify="right")
     for res in trend.results:
         cells: list[str | Text] = [str(res.checkpoint.step), res.checkpoint.name,
                                    Text(res.verdict, style=VERDICT_STYLE.get(res.verdict, ""))]

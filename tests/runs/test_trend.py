@@ -186,3 +186,21 @@ def test_demo_shows_the_trend():
     assert res.code == 0, res.err
     assert "The run over time (ckpt-audit trend):" in res.out
     assert "model.norm.weight  ratio 0.250–2.400, first out of band at step 2000" in res.out
+
+
+def test_one_bad_checkpoint_does_not_stop_the_trend(tmp_path):
+    import datetime
+
+    import torch
+
+    torch.save({"model.norm.weight": torch.ones(8)}, tmp_path / "step_1.pt")
+    # a pickle that asks for a global off the allowlist: refused, never executed
+    torch.save({"model.norm.weight": torch.ones(8), "t": datetime.datetime(2020, 1, 1)},
+               tmp_path / "step_2.pt")
+    torch.save({"model.norm.weight": torch.full((8,), 0.9)}, tmp_path / "step_3.pt")
+    res = run_cli(["trend", str(tmp_path), "-f", "json"])
+    assert res.code == 1
+    doc = json.loads(res.out)
+    assert [c["verdict"] for c in doc["checkpoints"]] == ["pass", "error", "pass"]
+    assert "datetime.datetime" in doc["checkpoints"][1]["error"]
+    assert doc["checkpoints"][2]["final_ratio"] == pytest.approx(0.9, rel=1e-6)

@@ -130,6 +130,16 @@ def baseline_findings(report: AuditReport, baseline: Baseline, *, max_drift: flo
     return tuple(out)
 
 
+def with_baseline(report: AuditReport, baseline_path: str, policy: Any) -> AuditReport:
+    """``report`` with the baseline findings added (for ``ckpt-audit audit --baseline FILE``)."""
+    from dataclasses import replace
+
+    found = baseline_findings(report, load_baseline(baseline_path),
+                              max_drift=policy_max_drift(policy),
+                              roles=policy_baseline_roles(policy))
+    return replace(report, findings=report.findings + found)
+
+
 # ------------------------------------------------------------------------------ GitHub Actions
 
 

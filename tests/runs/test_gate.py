@@ -80,3 +80,20 @@ def test_watch_baseline_gate_and_annotations(llama_run, tmp_path, monkeypatch):
     assert "title=ckpt-audit baseline-drift::model.norm.weight" in res.out
     saved = json.loads((tmp_path / "s.json").read_text())
     assert sorted(v["verdict"] for v in saved["audited"].values()) == ["fail", "pass", "pass"]
+
+
+def test_with_baseline_for_the_audit_command(llama_run, tmp_path):
+    from ckpt_audit.audit import audit_checkpoint
+    from ckpt_audit.gate import with_baseline
+    from ckpt_audit.policy import load_policy
+
+    base = tmp_path / "base.json"
+    run_cli(["audit", os.path.join(llama_run, "checkpoint-100"), "-f", "json", "-o", str(base)])
+    policy = load_policy(None)
+    same = audit_checkpoint(os.path.join(llama_run, "checkpoint-100"), policy=policy)
+    assert with_baseline(same, str(base), policy).verdict == "pass"
+    moved = audit_checkpoint(os.path.join(llama_run, "checkpoint-200"), policy=policy)
+    assert moved.verdict == "pass"
+    gated = with_baseline(moved, str(base), policy)
+    assert gated.verdict == "fail"
+    assert [f.code for f in gated.findings if f.severity is Severity.FAIL] == ["baseline-drift"]

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from ckpt_audit.compare import Divergence, GainDiff, audited_by_step, matching_steps
 from ckpt_audit.runaudit import CheckpointResult
-from ckpt_audit.trend import Trend, series, sparkline
+from ckpt_audit.trend import Trend, out_of_band, series, sparkline
 
 VERDICT_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red",
                  "error": "bold red", "incomplete": "magenta"}
@@ -36,23 +36,34 @@ def to_text(draw: Callable[[Console], None], width: int | None) -> str:
     return con.export_text()
 
 
+#: Tracked gains shown as columns of the checkpoint table; the rest only in the gains table.
+MAX_GAIN_COLUMNS = 3
+
+
 def print_trend(trend: Trend, con: Console) -> None:
-    """Per checkpoint: step, verdict, each tracked gain's ratio and status; then sparklines."""
+    """Per checkpoint: step, verdict, the first tracked gains' ratio and status; then one row per
+    tracked gain with its sparkline, range, first step out of band; then jumps."""
     con.print(Text.assemble(("ckpt-audit trend ", "bold"), trend.run, "  ",
                             (trend.verdict.upper(), VERDICT_STYLE.get(trend.verdict, ""))))
+    shown = trend.tracked[:MAX_GAIN_COLUMNS]
     t = Table(title="Checkpoints", title_justify="left")
     t.add_column("step", justify="right")
     t.add_column("checkpoint")
     t.add_column("verdict")
-    for name in trend.tracked:
+    for name in shown:
         t.add_column(name.removesuffix(".weight"), justify="right")
+    if len(trend.tracked) > len(shown):
+        t.add_column("other gains out of band", justify="right")
     for res in trend.results:
         cells: list[str | Text] = [str(res.checkpoint.step), res.checkpoint.name,
                                    Text(res.verdict, style=VERDICT_STYLE.get(res.verdict, ""))]
         gains = res.gains()
-        for name in trend.tracked:
+        for name in shown:
             rec = gains.get(name)
             cells.append(f"{_r(rec.stats.ratio)} {rec.status.value}" if rec else "—")
+        if len(trend.tracked) > len(shown):
+            rest = [gains[n] for n in trend.tracked[len(shown):] if n in gains]
+            cells.append(f"{sum(out_of_band(r) for r in rest)} of {len(rest)}" if rest else "—")
         t.add_row(*cells)
     con.print(t)
     for res in trend.results:
@@ -61,13 +72,20 @@ def print_trend(trend: Trend, con: Console) -> None:
                       + "; ".join(res.checkpoint.problems))
         elif res.error:
             con.print(f"[red]error[/] {res.checkpoint.name}: {res.error}")
+    g = Table(title="Gains over the run (▁ lowest … █ highest ratio)", title_justify="left")
+    for col in ("trend", "gain", "role", "first", "last", "min–max", "first out of band"):
+        g.add_column(col, justify="right" if col in ("first", "last") else "left")
     for name in trend.tracked:
         values = [r for _, r in series(trend.results, name)]
         finite = [v for v in values if v is not None and math.isfinite(v)]
-        rng = f"{min(finite):.3f}–{max(finite):.3f}" if finite else "—"
+        role = next((res.gains()[name].role.value for res in trend.results
+                     if name in res.gains()), "")
         first = trend.first_out_of_band.get(name)
-        where = f"first out of band at step {first}" if first is not None else "never out of band"
-        con.print(f"{sparkline(values)}  {name}  ratio {rng}, {where}")
+        g.add_row(sparkline(values), name, role, _r(finite[0] if finite else None),
+                  _r(finite[-1] if finite else None),
+                  f"{min(finite):.3f}–{max(finite):.3f}" if finite else "—",
+                  Text(f"step {first}", style="bold red") if first is not None else "never")
+    con.print(g)
     for j in trend.jumps:
         con.print(f"[yellow]jump[/] {j.name}: {j.ratio_from:.3f} → {j.ratio_to:.3f} "
                   f"({j.change:+.1%}) between steps {j.step_from} and {j.step_to}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.runs import Run, RunCheckpoint, snapshot
+from ckpt_audit.runs import Run, RunCheckpoint
 
 STATE_SCHEMA = "ckpt-audit.watch-state/1"
 
@@ -51,10 +51,16 @@ def check_state_path(state_path: str, run_path: str) -> None:
 
 
 def fingerprint(ckpt: RunCheckpoint) -> str:
-    """A digest of a checkpoint's file names, sizes and mtimes."""
+    """A digest of a checkpoint's file names, sizes and mtimes (``stat`` only, no reads)."""
     h = hashlib.sha1()
-    for e in snapshot(ckpt.path):
-        h.update(f"{e.rel}\0{e.size}\0{e.mtime_ns}\n".encode())
+    paths = [ckpt.path] if not os.path.isdir(ckpt.path) else sorted(
+        os.path.join(d, f) for d, _, files in os.walk(ckpt.path) for f in files)
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        h.update(f"{os.path.relpath(p, ckpt.path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 

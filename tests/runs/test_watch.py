@@ -82,3 +82,19 @@ def test_polls_and_junit(llama_run, tmp_path):
     assert res.code == 0
     assert res.out.count("checkpoint-300  FAIL") == 1  # audited once over two polls
     assert junit.read_text().count("<testcase") == 5
+
+
+def test_rewritten_checkpoint_is_audited_again(llama_run, tmp_path):
+    import time
+
+    from runs_helpers import set_gains, tiny_llama
+
+    state = str(tmp_path / "s.json")
+    assert len(_steps(_watch(llama_run, state).out)) == 5
+    time.sleep(0.01)
+    model = tiny_llama(0)
+    set_gains(model, 0.2, 1.0, 7)
+    model.save_pretrained(os.path.join(llama_run, "checkpoint-100"), max_shard_size="150KB")
+    res = _watch(llama_run, state)
+    assert _steps(res.out) == [100]
+    assert json.loads(res.out.splitlines()[0])["verdict"] == "fail"

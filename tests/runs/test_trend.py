@@ -209,3 +209,21 @@ def test_one_bad_checkpoint_does_not_stop_the_trend(tmp_path):
     assert [c["verdict"] for c in doc["checkpoints"]] == ["pass", "error", "pass"]
     assert "datetime.datetime" in doc["checkpoints"][1]["error"]
     assert doc["checkpoints"][2]["final_ratio"] == pytest.approx(0.9, rel=1e-6)
+
+
+def test_trend_on_safetensors_never_imports_torch(llama_run_master, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ckpt_audit.cli import main\n"
+            "import ckpt_audit.monitor\n"
+            "try:\n    main(['trend', sys.argv[1], '-f', 'json', '-o', sys.argv[2]])\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'matplotlib', 'lightning')"
+            " if m in sys.modules))\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code, llama_run_master, str(tmp_path / "t.json")],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": root}, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert json.loads((tmp_path / "t.json").read_text())["schema"] == "ckpt-audit.trend/1"

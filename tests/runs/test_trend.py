@@ -110,6 +110,20 @@ def test_plot_png_is_valid_and_sized(llama_run, tmp_path):
     assert arr.shape[:2] == (500, 900)
     # band shading and the line are drawn: the image is far from uniform
     assert arr[..., :3].std() > 0.05
+    # the policy's bands are shaded: sample the plot area (axes span 8-88 % of the width and
+    # 10-92 % of the height, y from 0 to 1.1 x the largest ratio) at 30 % of its width
+    top = max(norm_ratio(os.path.join(llama_run, f"checkpoint-{s}"))
+              for s in (0, 100, 200, 300, 400)) * 1.1
+
+    def pixel(ratio: float):
+        row = int(500 * (1 - (0.1 + 0.82 * ratio / top)))
+        return arr[row, int(900 * (0.08 + 0.8 * 0.3)), :3]
+
+    for ratio in (0.2, 2.3):  # collapse / explosion: red tint
+        r, g, b = pixel(ratio)
+        assert r > g + 0.05 and r > b + 0.05, (ratio, r, g, b)
+    r, g, b = pixel(1.06)  # nominal: green tint
+    assert g > r + 0.05 and g > b + 0.05
     assert run_cli(["trend", llama_run, "--plot", os.path.join(llama_run, "x.png")]).code == 2
 
 

@@ -17,12 +17,18 @@ from ckpt_audit.readers.base import CheckpointReader
 READERS: list[tuple[str, str, str]] = [
     ("safetensors", "ckpt_audit.readers.safetensors_reader", "SafetensorsReader"),
     ("torch", "ckpt_audit.readers.torch_reader", "TorchReader"),
+    # single files recognised by their first bytes (GGUF magic; llama2.c magic or a sane header
+    # that matches the file size), after torch so that a zip named *.bin is never llama2.c
+    ("gguf", "ckpt_audit.readers.gguf_reader", "GGUFReader"),
+    ("llama2c", "ckpt_audit.readers.llama2c_reader", "Llama2cReader"),
 ]
 
 #: What detection looks for, shown when nothing matched.
 LOOKED_FOR = [
     "*.safetensors / model.safetensors.index.json",
     "pytorch_model.bin / *.pt / *.pth / pytorch_model.bin.index.json (torch zip pickles)",
+    "a GGUF file (magic GGUF)",
+    "a llama2.c model file (v1/v2 magic ak42, or a v0 header matching the file size)",
 ]
 
 

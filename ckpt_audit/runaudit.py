@@ -65,14 +65,38 @@ class CheckpointResult:
         return {r.name: r for r in self.report.norms} if self.report else {}
 
 
+#: Files inside a checkpoint folder to audit when no reader recognises the folder itself, by
+#: layout: DeepSpeed ZeRO-0/1/2 keeps the whole model (under ``module``) in the tensor-parallel
+#: rank-0 model-states file; norms are replicated across TP ranks, so rank 0 has them all.
+FALLBACK_FILES: dict[str, tuple[str, ...]] = {
+    "deepspeed": ("mp_rank_00_model_states.pt",),
+}
+
+
 def audit_one(ckpt: RunCheckpoint, **audit_kwargs: Any) -> CheckpointResult:
-    """Audit one complete checkpoint with the audit core; incomplete ones are not opened."""
+    """Audit one complete checkpoint with the audit core; incomplete ones are not opened.
+
+    The folder is given to the audit as it is; when no reader recognises it and the layout has a
+    :data:`FALLBACK_FILES` entry that exists, that file is audited instead.
+    """
     if not ckpt.complete:
         return CheckpointResult(ckpt, None)
+    import os
+
     from ckpt_audit.audit import audit_checkpoint
+    from ckpt_audit.errors import DetectionError
 
     try:
         report = audit_checkpoint(ckpt.path, **audit_kwargs)
+    except DetectionError as exc:
+        for name in FALLBACK_FILES.get(ckpt.layout, ()):
+            target = os.path.join(ckpt.path, name)
+            if os.path.isfile(target):
+                try:
+                    return CheckpointResult(ckpt, audit_checkpoint(target, **audit_kwargs))
+                except CkptAuditError as inner:
+                    return CheckpointResult(ckpt, None, str(inner))
+        return CheckpointResult(ckpt, None, str(exc))
     except CkptAuditError as exc:
         return CheckpointResult(ckpt, None, str(exc))
     return CheckpointResult(ckpt, report)

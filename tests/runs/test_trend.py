@@ -241,3 +241,28 @@ def test_trend_on_safetensors_never_imports_torch(llama_run_master, tmp_path):
                          env={**os.environ, "PYTHONPATH": root}, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
     assert json.loads((tmp_path / "t.json").read_text())["schema"] == "ckpt-audit.trend/1"
+
+
+def test_deepspeed_shaped_run_written_by_torch_save(tmp_path):
+    import torch
+    from runs_helpers import set_gains, tiny_llama
+
+    model = tiny_llama(3)
+    want = {}
+    for step, factor in ((10, 1.0), (20, 0.7), (30, 0.2), (40, 0.9)):
+        set_gains(model, factor, 1.0, step)
+        d = tmp_path / f"global_step{step}"
+        d.mkdir()
+        # DeepSpeed's engine: torch.save({"module": state_dict, ...}) per tensor-parallel rank
+        torch.save({"module": model.state_dict(), "global_steps": step},
+                   d / "mp_rank_00_model_states.pt")
+        w = model.model.norm.weight.detach().double()
+        want[step] = float(w.norm() / w.numel() ** 0.5)
+    (tmp_path / "latest").write_text("global_step30")  # step 40 not finalised yet
+    doc = json.loads(run_cli(["trend", str(tmp_path), "-f", "json"]).out)
+    got = {c["step"]: c for c in doc["checkpoints"]}
+    for step in (10, 20, 30):
+        assert got[step]["layout"] == "deepspeed"
+        assert got[step]["final_ratio"] == pytest.approx(want[step], rel=1e-6)
+    assert got[40]["verdict"] == "incomplete" and "tracker" in got[40]["problems"][0]
+    assert doc["first_out_of_band"] == {FINAL: 30}

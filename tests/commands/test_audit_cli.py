@@ -122,6 +122,13 @@ def _bad_inputs(tmp_path: Path) -> dict[str, str]:
     (d / "model.safetensors.index.json").write_text(
         json.dumps({"weight_map": {"a": "model-00001-of-00001.safetensors"}}))
     out["missing-shard"] = str(d)
+    import torch
+
+    from tests.readers.test_torch_reader import _Evil
+
+    torch.save({"model.norm.weight": torch.ones(4), "x": _Evil(str(tmp_path / "pwned"))},
+               tmp_path / "evil.pt")
+    out["malicious-pickle"] = str(tmp_path / "evil.pt")
     d = tmp_path / "nothing"
     d.mkdir()
     (d / "README").write_text("no weights here")
@@ -136,6 +143,7 @@ def test_bad_inputs_one_line_exit_2_no_traceback(tmp_path: Path) -> None:
         lines = res.err.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in res.err, (label, res.err)
         assert lines[0].startswith("ckpt-audit: error: ") and Path(path).name in lines[0]
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_debug_env_shows_traceback(tmp_path: Path) -> None:

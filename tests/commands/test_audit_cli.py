@@ -164,3 +164,15 @@ def test_safetensors_path_does_not_import_torch(demo: dict[str, str]) -> None:
     p = subprocess.run([sys.executable, "-c", code, demo["step 0"]], capture_output=True,
                        text=True, cwd=Path(__file__).resolve().parents[2])
     assert p.stderr.strip().endswith("NOTORCH"), p.stderr
+
+
+def test_audit_baseline_gate(demo: dict[str, str], tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    assert run_cli(["audit", demo["step 1000"], "-f", "json", "-o", str(good)]).code == 0
+    same = run_cli(["audit", demo["step 1000"], "--baseline", str(good), "-f", "json"])
+    assert same.code == 0
+    moved = run_cli(["audit", demo["step 0"], "--baseline", str(good), "-f", "json"])
+    data = json.loads(moved.out)
+    drift = [f for f in data["findings"] if f["tensor"] == "model.norm.weight"
+             and f["severity"] == "fail"]
+    assert moved.code == 1 and drift  # final ratio 1.0 vs 0.75: beyond the allowed drift

@@ -6,6 +6,7 @@ It also checks MTP completeness: a config that declares MTP depths whose tensors
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,16 +82,21 @@ def layer_of(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _mtp_layer_ids(names: list[str], cfg: dict[str, Any]) -> set[int]:
+_MTP_LAYER = re.compile(r"^(?:model\.layers|layers|blk)\.(\d+)\.(?:enorm|hnorm|eh_proj)\.")
+
+
+def _mtp_layer_ids(names: list[str], cfg: dict[str, Any], joined: str | None = None) -> set[int]:
     """Layer indices under ``model.layers.`` / ``blk.`` that are MTP depths (DeepSeek HF)."""
     ids: set[int] = set()
     n_layers = num_layers_from_config(cfg)
     declared, _ = mtp_count_from_config(cfg)
     if n_layers is not None and declared:
         ids.update(range(n_layers, n_layers + declared))
-    for m in re.finditer(r"^(?:model\.layers|layers|blk)\.(\d+)\.(?:enorm|hnorm|eh_proj)\.",
-                         _joined(names), re.MULTILINE):
-        ids.add(int(m.group(1)))
+    joined = _joined(names) if joined is None else joined
+    for line in _lines_containing(joined, r"\.(?:enorm|hnorm|eh_proj)\."):
+        m = _MTP_LAYER.match(line)
+        if m:
+            ids.add(int(m.group(1)))
     return ids
 
 
@@ -114,7 +120,8 @@ def _find_final(names: list[str]) -> str | None:
 def discover(tensors: Mapping[str, TensorInfo], cfg: dict[str, Any]) -> Discovery:
     """Every gain (1-D floating tensor named like a norm) with its role, plus MTP checks."""
     names = sorted(tensors)
-    mtp_ids = _mtp_layer_ids(names, cfg)
+    joined = _joined(names)
+    mtp_ids = _mtp_layer_ids(names, cfg, joined)
     findings: list[Finding] = []
     gains: list[str] = []
     biases: list[str] = []
@@ -141,7 +148,7 @@ def discover(tensors: Mapping[str, TensorInfo], cfg: dict[str, Any]) -> Discover
         layer = layer_of(name)
         role = Role.FINAL if name == final else _role(name, layer, mtp_ids)
         cands.append(Candidate(name, role, layer))
-    layout, declared, mtp_findings = check_mtp(tensors, cfg, mtp_ids, names)
+    layout, declared, mtp_findings = check_mtp(tensors, cfg, mtp_ids, names, joined)
     findings.extend(mtp_findings)
     return Discovery(tuple(cands), tuple(biases), tuple(findings), layout, declared,
                      tuple(sorted(mtp_ids)))
@@ -160,8 +167,23 @@ def _joined(names: list[str]) -> str:
     return "\n".join(names)
 
 
-def _any_line(joined: str, pattern: str) -> bool:
-    return re.search(pattern, joined, re.MULTILINE) is not None
+def _lines_containing(joined: str, pattern: str) -> list[str]:
+    """The lines of ``joined`` where ``pattern`` (an unanchored regex) occurs, found at C speed."""
+    out = []
+    for m in re.finditer(pattern, joined):
+        start = joined.rfind("\n", 0, m.start()) + 1
+        end = joined.find("\n", m.end())
+        out.append(joined[start : end if end >= 0 else len(joined)])
+    return out
+
+
+def _has_prefix(sorted_names: list[str], prefixes: list[str]) -> bool:
+    """Whether any name starts with any prefix: a binary search per prefix in sorted names."""
+    for p in prefixes:
+        i = bisect.bisect_left(sorted_names, p)
+        if i < len(sorted_names) and sorted_names[i].startswith(p):
+            return True
+    return False
 
 
 def detect_mtp_layout(names: list[str], cfg: dict[str, Any],
@@ -171,9 +193,8 @@ def detect_mtp_layout(names: list[str], cfg: dict[str, Any],
     for layout in MTP_LAYOUTS:
         marker = layout.required[0]
         head = layout.prefix.split("{")[0]
-        if "." + marker not in joined:  # C-speed substring test first
-            continue
-        if _any_line(joined, "^" + re.escape(head) + "[^\n]*\\." + re.escape(marker) + "$"):
+        lines = _lines_containing(joined, re.escape("." + marker) + r"(?=\n|$)")
+        if any(line.startswith(head) for line in lines):
             return layout
     mt = model_type(cfg)
     for layout in MTP_LAYOUTS:
@@ -184,17 +205,16 @@ def detect_mtp_layout(names: list[str], cfg: dict[str, Any],
 
 def check_mtp(
     tensors: Mapping[str, TensorInfo], cfg: dict[str, Any], mtp_ids: set[int],
-    names: list[str] | None = None,
+    names: list[str] | None = None, joined: str | None = None,
 ) -> tuple[str | None, int, list[Finding]]:
     """``(layout name, depths declared, findings)``: missing or incomplete MTP modules fail."""
     names = names if names is not None else sorted(tensors)
-    joined = _joined(names)
+    joined = _joined(names) if joined is None else joined
     declared, key = mtp_count_from_config(cfg)
     layout = detect_mtp_layout(names, cfg, joined)
-    heads = [re.escape(p) for p in MTP_NAME_PREFIXES] + [
-        re.escape(f"{head}{i}.") for i in mtp_ids for head in ("model.layers.", "layers.", "blk.")]
-    present = _any_line(joined, "^(?:" + "|".join(heads) + ")") or any(
-        s in joined for s in MTP_INFIXES)
+    heads = list(MTP_NAME_PREFIXES) + [
+        f"{head}{i}." for i in mtp_ids for head in ("model.layers.", "layers.", "blk.")]
+    present = _has_prefix(names, heads) or any(s in joined for s in MTP_INFIXES)
     findings: list[Finding] = []
     if declared == 0:
         if present:

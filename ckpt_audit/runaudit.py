@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.model import AuditReport, Finding, NormRecord, Role, Severity
+from ckpt_audit.model import AuditReport, Finding, NormRecord, Role, verdict_of
 from ckpt_audit.runs import RunCheckpoint
 
 #: Verdicts from best to worst; ``incomplete`` and ``error`` are never passing.
@@ -44,12 +44,7 @@ class CheckpointResult:
             return "incomplete"
         if self.error is not None or self.report is None:
             return "error"
-        worst = max((f.severity.rank for f in self.findings), default=0)
-        if worst >= Severity.FAIL.rank:
-            return "fail"
-        if worst >= Severity.WARN.rank:
-            return "warn"
-        return "pass"
+        return verdict_of(self.findings)
 
     @property
     def final(self) -> NormRecord | None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from ckpt_audit.commands._common import emit, refuse_inside
 from ckpt_audit.errors import CkptAuditError
 from ckpt_audit.model import Convention, Severity
 from ckpt_audit.runaudit import CheckpointResult
@@ -98,27 +98,14 @@ def junit(suite: str, results: Sequence[CheckpointResult], fail_on: Severity) ->
 
 def refuse_inside_any(output: str | None, folders: Sequence[str]) -> None:
     """Never write a report or plot inside a run or checkpoint folder."""
-    if not output:
-        return
-    out = os.path.realpath(output)
-    for folder in folders:
-        f = os.path.realpath(folder)
-        if not os.path.isdir(f):
-            f = os.path.dirname(f)
-        if out == f or out.startswith(f.rstrip(os.sep) + os.sep):
-            raise CkptAuditError(f"refusing to write inside {folder} (ckpt-audit never writes "
-                                 "where checkpoints live); choose another path", output)
+    if output:
+        for folder in folders:
+            refuse_inside(output, folder)
 
 
 def write(text: str, output: str | None) -> None:
-    if output:
-        try:
-            with open(output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise CkptAuditError(f"cannot write output ({exc.strerror})", output) from None
-    else:
-        sys.stdout.write(text)
+    """Write ``text`` to ``output`` (already checked by :func:`refuse_inside_any`) or stdout."""
+    emit(text, output, [])
 
 
 def band_list(policy: Any, role: str = "final") -> list[tuple[str, float | None, float | None]]:

@@ -82,7 +82,7 @@ def test_never_writes_into_the_checkpoint(demo: dict[str, str]) -> None:
     before = sorted(os.listdir(demo["step 0"]))
     res = run_cli(["audit", demo["step 0"], "-f", "json", "-o",
                    os.path.join(demo["step 0"], "report.json")])
-    assert res.code == 2 and "inside the checkpoint folder" in res.err
+    assert res.code == 2 and "never writes where checkpoints live" in res.err
     assert sorted(os.listdir(demo["step 0"])) == before
 
 

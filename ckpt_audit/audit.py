@@ -15,7 +15,7 @@ from ckpt_audit.conventions import convention_for, resolve_convention
 from ckpt_audit.discovery import Discovery, discover
 from ckpt_audit.errors import CkptAuditError
 from ckpt_audit.io import Location
-from ckpt_audit.layouts import d_model_from_config
+from ckpt_audit.layouts import ENCODER_MODEL_TYPES, d_model_from_config, model_type
 from ckpt_audit.model import (
     AuditReport,
     Convention,
@@ -132,9 +132,11 @@ def audit_reader(
         findings.append(Finding(Severity.WARN, "no-gains", None,
                                 f"no normalization gains found among {len(tensors)} tensors"))
     elif final is None:
-        findings.append(Finding(Severity.WARN, "no-final-norm", None,
-                                "no final norm found (looked for model.norm, ln_f, "
-                                "final_layernorm, output_norm, ...)"))
+        encoder = model_type(cfg) in ENCODER_MODEL_TYPES
+        findings.append(Finding(Severity.INFO if encoder else Severity.WARN, "no-final-norm",
+                                None, "no final norm found (looked for model.norm, ln_f, "
+                                "final_layernorm, output_norm, ...)"
+                                + (": expected for a post-LN encoder" if encoder else "")))
     elif dm is not None and final.stats.dim != dm:
         findings.append(Finding(Severity.WARN, "d-model-mismatch", final.name,
                                 f"final norm has length {final.stats.dim} but d_model is {dm} "

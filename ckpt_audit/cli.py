@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning input errors into one line and exit code 2."""
     debug = os.environ.get("CKPT_AUDIT_DEBUG") == "1"
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
     except CkptAuditError as exc:
         if debug:
             raise
@@ -85,4 +85,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"ckpt-audit: internal error: {type(exc).__name__}: {exc} "
                          "(set CKPT_AUDIT_DEBUG=1 for a traceback)\n")
         sys.exit(3)
-    sys.exit(0)
+    sys.exit(rv if isinstance(rv, int) else 0)

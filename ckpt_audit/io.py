@@ -81,7 +81,8 @@ class Location(ABC):
         try:
             n = src.size()
             if n > limit:
-                raise FormatError(f"file is {n} bytes, more than the {limit} expected", self.display)
+                raise FormatError(f"file is {n} bytes, over the {limit} expected",
+                                  self.display)
             return src.read(0, n)
         finally:
             src.close()
@@ -193,7 +194,7 @@ def is_url(path: str) -> bool:
 
 
 def location(path: str) -> Location:
-    """A :class:`Location` for a local path or a URL (``https://``, ``s3://``, ``gs://``, ``hf://``)."""
+    """A :class:`Location` for a local path or a URL (``https://``, ``s3://``, ``hf://``...)."""
     if path.startswith("file://"):
         path = path[len("file://") :]
     if is_url(path):

@@ -28,7 +28,8 @@ FUSED_BIAS = re.compile(r"(?:^|_)layer_norm_bias$")
 FINAL_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
     re.compile(p)
     for p in (
-        r"(?:model\.)?(?:language_model\.)?(?:model\.)?norm\.(?:weight|scale)",  # Llama, Gemma, torchtitan
+        # Llama, Gemma, torchtitan, multimodal wrappers
+        r"(?:model\.)?(?:language_model\.)?(?:model\.)?norm\.(?:weight|scale)",
         r"(?:transformer\.)?ln_f\.weight",  # GPT-2, Falcon, BLOOM, nanoGPT
         r"gpt_neox\.final_layer_norm\.weight",  # GPT-NeoX / Pythia
         r"(?:model\.)?final_layernorm\.weight",  # Phi-1/2
@@ -116,6 +117,10 @@ MTP_LAYOUTS: tuple[MtpLayout, ...] = (
         hidden_first=False,
     ),
 )
+
+#: Post-LN encoders: no final norm by design (the last block's LayerNorm ends the stack).
+ENCODER_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra",
+                                 "mpnet", "deberta", "deberta-v2", "albert", "camembert"})
 
 #: Config keys that declare how many MTP depths a checkpoint has.
 MTP_COUNT_KEYS = ("num_nextn_predict_layers", "mtp_num_layers", "num_mtp_layers",

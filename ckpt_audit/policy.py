@@ -145,7 +145,8 @@ def _severities(obj: Any, where: str) -> dict[Status, Severity]:
         try:
             out[status] = Severity(v)
         except ValueError:
-            raise PolicyError(f"{where}.{k}: severity must be ok|info|warn|fail, not {v!r}") from None
+            raise PolicyError(
+                f"{where}.{k}: severity must be ok|info|warn|fail, not {v!r}") from None
     return out
 
 

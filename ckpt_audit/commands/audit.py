@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from ckpt_audit.commands._common import console, emit
@@ -58,23 +56,23 @@ def register(app: typer.Typer) -> None:
         path: str = typer.Argument(..., help="Checkpoint file, folder or URL."),
         fmt: str = typer.Option("table", "--format", "-f",
                                 help="table | json | markdown | junit"),
-        output: Optional[str] = typer.Option(None, "--output", "-o",
+        output: str | None = typer.Option(None, "--output", "-o",
                                              help="Write the report to FILE."),
-        config: Optional[str] = typer.Option(None, "--config", "-c",
+        config: str | None = typer.Option(None, "--config", "-c",
                                              help="Policy TOML (layered over the default)."),
         fail_on: str = typer.Option("fail", "--fail-on",
                                     help="Exit 1 on findings at or above: info | warn | fail."),
-        format_hint: Optional[str] = typer.Option(None, "--format-hint",
+        format_hint: str | None = typer.Option(None, "--format-hint",
                                                   help="Force a checkpoint format."),
-        d_model: Optional[int] = typer.Option(None, "--d-model", min=1,
+        d_model: int | None = typer.Option(None, "--d-model", min=1,
                                               help="Override d_model."),
-        convention: Optional[str] = typer.Option(None, "--convention",
+        convention: str | None = typer.Option(None, "--convention",
                                                  help="Force direct | offset | none."),
         expect_init: bool = typer.Option(False, "--expect-init",
                                          help="Step-0 check: every gain must be all ones."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
         show: int = typer.Option(20, "--show", min=0, help="Offending gains to list."),
-        width: Optional[int] = typer.Option(None, "--width", min=40,
+        width: int | None = typer.Option(None, "--width", min=40,
                                             help="Pin the table width."),
     ) -> None:
         """Audit every norm gain of a checkpoint against the policy's bands."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
     @app.command("bands")
     def bands(
         d_model: int = typer.Option(..., "--d-model", min=1, help="Length of the gain."),
-        config: Optional[str] = typer.Option(None, "--config", "-c", help="Policy TOML."),
+        config: str | None = typer.Option(None, "--config", "-c", help="Policy TOML."),
         role: str = typer.Option("final", "--role", help="Role whose bands to show."),
         fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
     ) -> None:
@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
         try:
             r = Role(role)
         except ValueError:
-            raise CkptAuditError(f"--role must be one of {', '.join(x.value for x in Role)}")
+            raise CkptAuditError(
+                f"--role must be one of {', '.join(x.value for x in Role)}") from None
         data = bands_table(load_policy(config), d_model, r)
         if fmt == "json":
             typer.echo(json.dumps(data, indent=2))

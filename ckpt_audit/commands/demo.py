@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from typing import Optional
 
 import typer
 
@@ -12,9 +11,9 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        directory: Optional[str] = typer.Option(
+        directory: str | None = typer.Option(
             None, "--dir", help="Write the demo checkpoints here and keep them."),
-        width: Optional[int] = typer.Option(None, "--width", min=40, help="Pin the width."),
+        width: int | None = typer.Option(None, "--width", min=40, help="Pin the width."),
     ) -> None:
         """Audit an embedded demo run (step 0, healthy, collapsed, exploded, MTP): no network."""
         from rich.console import Console

@@ -1,4 +1,4 @@
-"""Checkpoint readers: one module per format behind :class:`~ckpt_audit.readers.base.CheckpointReader`.
+"""Checkpoint readers: one module per format behind one interface, ``CheckpointReader``.
 
 :func:`open_checkpoint` detects the format (never guessing silently) or takes ``format_hint``.
 The registry in :mod:`ckpt_audit.readers.registry` lists the formats in detection order.

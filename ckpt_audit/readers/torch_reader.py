@@ -71,7 +71,7 @@ def find_state_dict(tree: Any) -> dict[str, TensorRef]:
 
 
 def plain_config(tree: Any) -> dict[str, Any]:
-    """Hyper-parameters a checkpoint carries as a plain dict (nanoGPT ``model_args``, ``config``)."""
+    """Hyper-parameters carried as a plain dict (nanoGPT ``model_args``, ``config``)."""
     if not isinstance(tree, dict):
         return {}
     for key in ("config", "model_args", "hparams", "hyper_parameters"):

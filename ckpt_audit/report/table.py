@@ -3,6 +3,7 @@ and every other finding. Pinned to a width when asked (tests use a fixed width).
 
 from __future__ import annotations
 
+import io
 import math
 
 from rich.console import Console
@@ -18,7 +19,7 @@ VERDICT_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"
 
 
 def render_table(report: AuditReport, *, width: int | None = None, show: int = 20) -> str:
-    console = Console(width=width or 120, record=True, file=_Null(), force_terminal=False,
+    console = Console(width=width or 120, record=True, file=io.StringIO(), force_terminal=False,
                       color_system=None, soft_wrap=False)
     _print(console, report, show)
     return console.export_text()
@@ -74,10 +75,3 @@ def _print(console: Console, report: AuditReport, show: int) -> None:
         console.print(Text.assemble((f"[{f.severity.value}] ", STYLE[f.severity]),
                                     f"{f.code}: {where}{f.message}"))
 
-
-class _Null:
-    def write(self, s: str) -> int:
-        return len(s)
-
-    def flush(self) -> None:
-        pass

@@ -1,0 +1,79 @@
+"""Shared fixtures: paths, a CLI runner, and checkpoints written by the real libraries."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+STORIES = SHARED_DATA / "stories260K.bin"
+
+
+@pytest.fixture(scope="session")
+def stories_path() -> Path:
+    """The real pretrained llama2.c model in ../shared/data (skips with the reason if absent)."""
+    if not STORIES.is_file():
+        require_data(f"real model absent: {STORIES} (CI provides ../shared/data beside the repo)")
+    return STORIES
+
+
+def require_data(reason: str) -> None:
+    """Skip a test that needs real data, or fail when CKPT_AUDIT_REQUIRE_DATA=1 (CI)."""
+    if os.environ.get("CKPT_AUDIT_REQUIRE_DATA") == "1":
+        pytest.fail(f"required real data is missing: {reason}")
+    pytest.skip(reason)
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(args: list[str]) -> CliResult:
+    """Run ``ckpt-audit ARGS`` in-process (the same ``main`` as the console script)."""
+    from ckpt_audit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    old_cols = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "160"
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main(args)
+            except SystemExit as exc:
+                code = int(exc.code or 0)
+    finally:
+        if old_cols is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = old_cols
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli() -> Callable[[list[str]], CliResult]:
+    return run_cli
+
+
+def run_subprocess(args: list[str], **kw: object) -> CliResult:
+    """Run the real ``python -m ckpt_audit`` process (for tracebacks and import costs)."""
+    import subprocess
+
+    env = dict(os.environ)
+    env.pop("CKPT_AUDIT_DEBUG", None)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(kw.pop("env", {}) or {})  # type: ignore[arg-type]
+    p = subprocess.run([sys.executable, "-m", "ckpt_audit", *args], capture_output=True,
+                       text=True, env=env, timeout=300, **kw)  # type: ignore[call-overload]
+    return CliResult(p.returncode, p.stdout, p.stderr)

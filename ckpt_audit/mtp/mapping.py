@@ -74,8 +74,13 @@ def required_names(spec: LayoutSpec, k: int, n_layers: int) -> list[str]:
 def count_depths(spec: LayoutSpec, names: Iterable[str], n_layers: int, limit: int = 64) -> int:
     """How many consecutive depths (from 0) have all their required tensors."""
     have = set(names)
+    shared = "{k}" not in spec.prefix and "{layer}" not in spec.prefix
     k = 0
     while k < limit and all(n in have for n in required_names(spec, k, n_layers)):
+        if shared:  # Qwen3-Next: one fc/norm set, depth k runs block mtp.layers.{k}
+            inner = spec.prefix + spec.block_prefix.format(k=k)
+            if not any(n.startswith(inner) for n in have):
+                break
         k += 1
     return k
 

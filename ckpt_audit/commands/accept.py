@@ -7,7 +7,6 @@ when the command runs.
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -23,21 +22,21 @@ def register(app: typer.Typer) -> None:
                                   help="JSONL (input_ids or text) or plain text, one doc a line."),
         temperature: list[float] = typer.Option(
             [1.0], "--temperature", "-t", help="Sampling temperature(s); repeat for several."),
-        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=2,
+        max_tokens: int | None = typer.Option(None, "--max-tokens", min=2,
                                                  help="Truncate each document to N tokens."),
-        max_docs: Optional[int] = typer.Option(None, "--max-docs", min=1,
+        max_docs: int | None = typer.Option(None, "--max-docs", min=1,
                                                help="Use the first N documents."),
         batch_size: int = typer.Option(8, "--batch-size", "-b", min=1),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
         dtype: str = typer.Option("auto", "--dtype",
                                   help="auto | float32 | bfloat16 | float16"),
-        device_map: Optional[str] = typer.Option(
+        device_map: str | None = typer.Option(
             None, "--device-map", help="auto: spread the trunk over devices with accelerate."),
         layout: str = typer.Option("auto", "--layout",
                                    help="auto | deepseek-hf | megatron | qwen3-next | mimo"),
-        concat_order: Optional[str] = typer.Option(
+        concat_order: str | None = typer.Option(
             None, "--concat-order", help="embedding-first | hidden-first (default per layout)."),
-        max_depths: Optional[int] = typer.Option(None, "--depths", min=1,
+        max_depths: int | None = typer.Option(None, "--depths", min=1,
                                                  help="Score only the first N depths."),
         speculate: bool = typer.Option(False, "--speculate",
                                        help="Also run a real greedy draft-and-verify loop."),
@@ -45,14 +44,14 @@ def register(app: typer.Typer) -> None:
         spec_new: int = typer.Option(32, "--spec-new-tokens", min=2),
         what_if_renorm: bool = typer.Option(
             False, "--what-if-renorm", help="Also score with the final gain rescaled to ratio 1."),
-        final_scale: Optional[float] = typer.Option(
+        final_scale: float | None = typer.Option(
             None, "--final-scale", help="Also score with the final gain multiplied by X."),
         grad_balance: bool = typer.Option(
             False, "--grad-balance", help="Gradient norms of main vs λ·MTP loss on the trunk."),
-        mtp_lambda: Optional[float] = typer.Option(None, "--mtp-lambda",
+        mtp_lambda: float | None = typer.Option(None, "--mtp-lambda",
                                                    help="λ for --grad-balance."),
         fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE."),
+        output: str | None = typer.Option(None, "--output", "-o", help="Write to FILE."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Measure MTP draft acceptance on a probe set, teacher-forced, from a checkpoint."""

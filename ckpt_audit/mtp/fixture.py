@@ -243,7 +243,6 @@ def sample_sequences(trunk_model: Any, n: int, length: int, seed: int,
                      temperature: float = 1.0) -> Any:
     """``n`` sequences of ``length`` tokens sampled from the trunk from BOS, seeded."""
     import torch
-
     from transformers import DynamicCache
 
     gen = torch.Generator().manual_seed(seed)

@@ -66,7 +66,7 @@ def grad_balance(trunk: Trunk, depths: list[MtpDepth], batches: Batches, lam: fl
         p.requires_grad_(True)
     D = len(depths)
     counts = torch.zeros(1 + D, dtype=torch.float64)
-    for ids, lengths in batches:
+    for _ids, lengths in batches:
         counts[0] += (lengths - 1).clamp(min=0).sum()
         for k in range(1, D + 1):
             counts[k] += (lengths - 1 - k).clamp(min=0).sum()
@@ -78,16 +78,20 @@ def grad_balance(trunk: Trunk, depths: list[MtpDepth], batches: Batches, lam: fl
         for ids, lengths in batches:
             main, per_depth = loss_sums(trunk, depths, ids, lengths)
             lm = main / counts[0].item()
-            lt = sum(s / counts[k + 1].item() for k, s in enumerate(per_depth)
-                     if counts[k + 1] > 0) / D
+            lt = torch.zeros((), device=main.device)
+            for k, s in enumerate(per_depth):
+                if counts[k + 1] > 0:
+                    lt = lt + s / counts[k + 1].item() / D
             gm = torch.autograd.grad(lm, params, retain_graph=True, allow_unused=True)
-            gt = torch.autograd.grad(lt, params, allow_unused=True)
+            gt: tuple[torch.Tensor | None, ...] = (
+                torch.autograd.grad(lt, params, allow_unused=True) if lt.requires_grad
+                else (None,) * len(params))
             for acc, g in zip(g_main, gm, strict=True):
                 if g is not None:
                     acc += g.double()
-            for acc, g in zip(g_mtp, gt, strict=True):
-                if g is not None:
-                    acc += g.double()
+            for acc, gg in zip(g_mtp, gt, strict=True):
+                if gg is not None:
+                    acc += gg.double()
             if progress:
                 progress()
     finally:

@@ -252,7 +252,7 @@ def load(path: str, *, layout: str | None = None, order: str | None = None,
                   str(text_config(raw).get("model_type", "")) in OFFSET_TYPES, notes)
 
 
-def _build_depth(model: nn.Module, config: Any, spec: mapping.LayoutSpec, k: int,
+def _build_depth(model: Any, config: Any, spec: mapping.LayoutSpec, k: int,
                  n_layers: int, names: set[str], dims: mapping.Dims,
                  reader: CheckpointReader, order: str, torch_dtype: torch.dtype) -> MtpDepth:
     """One MTP depth: a decoder layer of the trunk's class at index N+k, plus its norms."""
@@ -262,7 +262,8 @@ def _build_depth(model: nn.Module, config: Any, spec: mapping.LayoutSpec, k: int
         cfg.layer_types = list(cfg.layer_types) + ["full_attention"] * (k + 1)
     layer_cls = type(base.layers[n_layers - 1])
     norm_cls = type(base.norm)
-    eps = float(getattr(config, "rms_norm_eps", None) or getattr(config, "layer_norm_eps", 1e-6))
+    eps = float(getattr(config, "rms_norm_eps", None) or getattr(config, "layer_norm_eps", None)
+                or 1e-6)
     prefix = spec.prefix.format(k=k, layer=n_layers + k)
     bias = f"{prefix}{spec.parts['eh_proj']}.bias" in names
     depth = MtpDepth(layer_cls(cfg, layer_idx=n_layers + k),

@@ -46,7 +46,8 @@ class LayoutSpec:
 LAYOUTS: dict[str, LayoutSpec] = {
     "deepseek-hf": LayoutSpec(
         "deepseek-hf", "model.layers.{layer}.",
-        {"enorm": "enorm", "hnorm": "hnorm", "eh_proj": "eh_proj", "final_norm": "shared_head.norm"},
+        {"enorm": "enorm", "hnorm": "hnorm", "eh_proj": "eh_proj",
+         "final_norm": "shared_head.norm"},
         "", "embedding-first"),
     "megatron": LayoutSpec(
         "megatron", "mtp.layers.{k}.",

@@ -119,7 +119,7 @@ class AcceptSums:
             def ratio(x: float, d: float) -> float | None:
                 return x / d if d else None
 
-            entry = {
+            entry: dict[str, Any] = {
                 "depth": k,
                 "pairs": int(n),
                 "greedy_acceptance": ratio(row[GREEDY], n),

@@ -39,11 +39,11 @@ class MtpDepth(nn.Module):
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}")
         self.order = order
-        self.enorm = make_norm()
-        self.hnorm = make_norm()
+        self.enorm: Any = make_norm()
+        self.hnorm: Any = make_norm()
         self.eh_proj = nn.Linear(2 * hidden, hidden, bias=proj_bias)
-        self.block = block
-        self.final_norm = make_norm()
+        self.block: Any = block
+        self.final_norm: Any = make_norm()
 
     def forward(self, h_prev: torch.Tensor, emb_next: torch.Tensor,
                 layer_kwargs: dict[str, Any]) -> torch.Tensor:
@@ -66,12 +66,12 @@ class TrunkOutput:
 class Trunk:
     """A transformers causal LM plus hooks that capture the last block's input kwargs and output."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    def __init__(self, model: Any) -> None:
+        self.model: Any = model
+        self.base: Any = model.get_decoder() if hasattr(model, "get_decoder") else model.model
         n = int(model.config.num_hidden_layers)
-        self.layers = self.base.layers
-        self.last = self.layers[n - 1]
+        self.layers: Any = self.base.layers
+        self.last: Any = self.layers[n - 1]
         self._hidden: torch.Tensor | None = None
         self._kwargs: dict[str, Any] = {}
         self.last.register_forward_pre_hook(self._pre, with_kwargs=True)
@@ -84,15 +84,15 @@ class Trunk:
         self._hidden = out[0] if isinstance(out, tuple) else out
 
     @property
-    def embed(self) -> nn.Module:
+    def embed(self) -> Any:
         return self.model.get_input_embeddings()
 
     @property
-    def head(self) -> nn.Module:
+    def head(self) -> Any:
         return self.model.get_output_embeddings()
 
     @property
-    def final_norm(self) -> nn.Module:
+    def final_norm(self) -> Any:
         return self.base.norm
 
     def __call__(self, input_ids: torch.Tensor) -> TrunkOutput:

@@ -39,6 +39,9 @@ def _dist() -> tuple[int, int, Callable[[torch.Tensor], torch.Tensor] | None]:
         backend = "nccl" if torch.cuda.is_available() and os.environ.get(
             "CKPT_AUDIT_DIST_BACKEND", "") != "gloo" else "gloo"
         dist.init_process_group(backend=backend)
+        import atexit
+
+        atexit.register(dist.destroy_process_group)
     backend_dev = torch.device("cuda", torch.cuda.current_device()) \
         if dist.get_backend() == "nccl" else torch.device("cpu")
 

@@ -31,31 +31,37 @@ def temp_key(t: float) -> str:
 
 def row_stats(p: torch.Tensor, q: torch.Tensor, temps: list[float]
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Per row of verifier logits p and draft logits q [R, V]: argmax agreement, entropy of p
+    """Per row of verifier logits p and draft logits q [..., V]: argmax agreement, entropy of p
     and q (nats, temperature 1), and Σ_x min(p_T(x), q_T(x)) for each temperature T.
 
-    T = 0 means greedy: the acceptance probability is the argmax agreement.
+    T = 0 means greedy: the acceptance probability is the argmax agreement. Rows are processed
+    in chunks (float32) so that a 100k+ vocabulary never makes more than a few chunk copies.
     """
-    agree = torch.empty(p.shape[0], dtype=torch.float64, device=p.device)
+    shape = p.shape[:-1]
+    p2, q2 = p.reshape(-1, p.shape[-1]), q.reshape(-1, q.shape[-1])
+    agree = torch.empty(p2.shape[0], dtype=torch.float64, device=p.device)
     ent_p, ent_q = torch.empty_like(agree), torch.empty_like(agree)
     betas = [torch.empty_like(agree) for _ in temps]
-    step = max(1, _CHUNK_ELEMS // max(1, p.shape[-1]))
-    for s in range(0, p.shape[0], step):
-        pc, qc = p[s : s + step].float(), q[s : s + step].float()
-        a = (pc.argmax(-1) == qc.argmax(-1)).double()
-        agree[s : s + step] = a
+    step = max(1, _CHUNK_ELEMS // max(1, p2.shape[-1]))
+    for s in range(0, p2.shape[0], step):
+        sl = slice(s, s + step)
+        pc, qc = p2[sl].float(), q2[sl].float()
+        a = pc.argmax(-1) == qc.argmax(-1)
+        agree[sl] = a
         lp, lq = torch.log_softmax(pc, -1), torch.log_softmax(qc, -1)
-        ent_p[s : s + step] = -(lp.exp() * lp).sum(-1).double()
-        ent_q[s : s + step] = -(lq.exp() * lq).sum(-1).double()
+        pe, qe = lp.exp(), lq.exp()
+        ent_p[sl] = -torch.linalg.vecdot(pe, lp)
+        ent_q[sl] = -torch.linalg.vecdot(qe, lq)
         for j, t in enumerate(temps):
             if t == 0:
-                betas[j][s : s + step] = a
+                betas[j][sl] = a
             elif t == 1:
-                betas[j][s : s + step] = torch.minimum(lp, lq).exp().sum(-1).double()
+                betas[j][sl] = torch.minimum(pe, qe).sum(-1)
             else:
-                lpt, lqt = torch.log_softmax(pc / t, -1), torch.log_softmax(qc / t, -1)
-                betas[j][s : s + step] = torch.minimum(lpt, lqt).exp().sum(-1).double()
-    return agree, ent_p, ent_q, betas
+                pt, qt = torch.softmax(pc / t, -1), torch.softmax(qc / t, -1)
+                betas[j][sl] = torch.minimum(pt, qt).sum(-1)
+    return (agree.view(shape), ent_p.view(shape), ent_q.view(shape),
+            [b.view(shape) for b in betas])
 
 
 class AcceptSums:
@@ -84,22 +90,26 @@ class AcceptSums:
             valid = pos[None, :] < (lengths[:, None] - k)  # i <= T-1-k
             lab_valid = pos[None, :] < (lengths[:, None] - k - 1)  # i <= T-2-k
             pk, qk = p[:, k:, :].to(dev), q[:, :m, :].to(dev)
-            agree, ent_p, ent_q, betas = row_stats(pk[valid], qk[valid], self.temps)
-            full_a = torch.zeros(b, m, dtype=torch.float64, device=dev)
-            full_a[valid] = agree
+            # computed on every position (pads included: no gather copies), masked after
+            agree, ent_p, ent_q, betas = row_stats(pk, qk, self.temps)
+            zero = torch.zeros((), dtype=torch.float64, device=dev)
+
+            def keep(x: torch.Tensor, valid: torch.Tensor = valid) -> torch.Tensor:
+                return torch.where(valid, x, zero)  # not x * mask: a NaN pad row stays out
+
+            full_a = keep(agree)
             cum_g[:, :m] *= full_a
             row = self.tensor[k - 1]
             row[PAIRS] += valid.sum()
-            row[GREEDY] += agree.sum()
-            row[ENT_P] += ent_p.sum()
-            row[ENT_Q] += ent_q.sum()
-            row[CUM_GREEDY] += cum_g[:, :m][valid].sum()
+            row[GREEDY] += full_a.sum()
+            row[ENT_P] += keep(ent_p).sum()
+            row[ENT_Q] += keep(ent_q).sum()
+            row[CUM_GREEDY] += keep(cum_g[:, :m]).sum()
             for j in range(nt):
-                full_b = torch.zeros(b, m, dtype=torch.float64, device=dev)
-                full_b[valid] = betas[j]
+                full_b = keep(betas[j])
                 cum_s[j, :, :m] *= full_b
-                row[_FIXED + j] += betas[j].sum()
-                row[_FIXED + nt + j] += cum_s[j, :, :m][valid].sum()
+                row[_FIXED + j] += full_b.sum()
+                row[_FIXED + nt + j] += keep(cum_s[j, :, :m]).sum()
             if m > 1:
                 labels = ids[:, k + 1 :].to(dev)
                 draft_arg = qk[:, : m - 1].argmax(-1)

@@ -138,21 +138,31 @@ def _apply_plan(module: nn.Module, plan: mapping.Plan, reader: CheckpointReader,
         raise CkptAuditError(f"{what}: no checkpoint name for {missing_in_plan[:5]}",
                              reader.display)
     have = reader.tensors()
-    absent = sorted({ck for k, (ck, _) in plan.items() if k in targets and ck not in have})
+    plan = mapping.fuse_experts(plan, set(have))
+
+    def sources(k: str) -> tuple[str, ...]:
+        src = plan[k][0]
+        return src if isinstance(src, tuple) else (src,)
+
+    absent = sorted({ck for k in plan if k in targets for ck in sources(k) if ck not in have})
     if absent:
         more = f" and {len(absent) - 5} more" if len(absent) > 5 else ""
         raise CkptAuditError(f"{what}: checkpoint lacks {absent[:5]}{more}", reader.display)
     keys = [k for k in targets if k in plan]
     for start in range(0, len(keys), _READ_GROUP):
         group = keys[start : start + _READ_GROUP]
-        arrays = reader.read_many(sorted({plan[k][0] for k in group}))
+        arrays = reader.read_many(sorted({ck for k in group for ck in sources(k)}))
         for k in group:
-            ck, fn = plan[k]
-            arr = np.asarray(fn(arrays[ck]) if fn else arrays[ck])
+            src, fn = plan[k]
+            if isinstance(src, tuple):
+                arr = np.asarray(fn([arrays[c] for c in src]))
+            else:
+                arr = np.asarray(fn(arrays[src]) if fn else arrays[src])
             dst = targets[k]
             if tuple(arr.shape) != tuple(dst.shape):
-                raise CkptAuditError(f"{what}: {ck} has shape {list(arr.shape)}, the model "
-                                     f"expects {list(dst.shape)} for {k}", reader.display)
+                raise CkptAuditError(f"{what}: {src if isinstance(src, str) else src[0]} has "
+                                     f"shape {list(arr.shape)}, the model expects "
+                                     f"{list(dst.shape)} for {k}", reader.display)
             with torch.no_grad():
                 dst.copy_(torch.from_numpy(np.array(arr, copy=True)))
 

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 Transform = Callable[[np.ndarray], np.ndarray] | None
-Plan = dict[str, tuple[str, Transform]]
+#: target name -> (checkpoint name, transform) or (tuple of names, function of their arrays)
+Plan = dict[str, tuple[Any, Any]]
 
 
 @dataclass(frozen=True)
@@ -191,3 +193,33 @@ def depth_plan(spec: LayoutSpec, k: int, n_layers: int, module_names: Iterable[s
         for b in block_names:
             plan["block." + b] = (bp + b, None)
     return plan
+
+
+def fuse_experts(plan: Plan, have: set[str]) -> Plan:
+    """Per-expert checkpoint tensors for transformers' fused expert parameters.
+
+    transformers 5 holds MoE experts as ``mlp.experts.gate_up_proj`` [E, 2I, d] (each expert's
+    gate rows then up rows) and ``mlp.experts.down_proj`` [E, d, I]; released checkpoints
+    (DeepSeek-V3, GLM-4.5, Qwen MoE) store ``mlp.experts.{e}.{gate,up,down}_proj.weight``.
+    Targets whose fused name is absent from the checkpoint are rewired to the per-expert names.
+    """
+    out: Plan = {}
+    for target, (src, fn) in plan.items():
+        if isinstance(src, str) and src not in have and src.endswith(
+                ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")):
+            base = src.rsplit(".", 1)[0]
+            n = 0
+            while f"{base}.{n}.down_proj.weight" in have:
+                n += 1
+            if n:
+                if src.endswith("gate_up_proj"):
+                    names = tuple(f"{base}.{e}.{w}_proj.weight" for w in ("gate", "up")
+                                  for e in range(n))
+                    out[target] = (names, lambda arrs, n=n: np.stack(
+                        [np.concatenate([arrs[e], arrs[n + e]]) for e in range(n)]))
+                else:
+                    names = tuple(f"{base}.{e}.down_proj.weight" for e in range(n))
+                    out[target] = (names, lambda arrs: np.stack(arrs))
+                continue
+        out[target] = (src, fn)
+    return out

@@ -92,10 +92,8 @@ class AcceptSums:
             pk, qk = p[:, k:, :].to(dev), q[:, :m, :].to(dev)
             # computed on every position (pads included: no gather copies), masked after
             agree, ent_p, ent_q, betas = row_stats(pk, qk, self.temps)
-            zero = torch.zeros((), dtype=torch.float64, device=dev)
-
             def keep(x: torch.Tensor, valid: torch.Tensor = valid) -> torch.Tensor:
-                return torch.where(valid, x, zero)  # not x * mask: a NaN pad row stays out
+                return torch.where(valid, x, 0.0)  # not x * mask: a NaN pad row stays out
 
             full_a = keep(agree)
             cum_g[:, :m] *= full_a

@@ -4,6 +4,8 @@ DeepSeek-style depth-1 MTP head at ``model.layers.5.*`` (config ``num_nextn_pred
 
     python scripts/make_mtp_fixture.py --out /tmp/stories260K-mtp
     python scripts/make_mtp_fixture.py --head-out tests/mtp/data/stories260K_mtp1_head.safetensors
+    python scripts/make_mtp_fixture.py --out /tmp/ck \
+        --head-in tests/mtp/data/stories260K_mtp1_head.safetensors --probe-out /tmp/probe.jsonl
 
 The conversion is checked against an independent numpy port of llama2.c's run.c before
 anything is written. Seeded; trains on CPU in about a minute. Never commit stories260K itself:
@@ -28,11 +30,16 @@ def main() -> int:
     ap.add_argument("--bin", default=str(ROOT.parent / "shared/data/stories260K.bin"))
     ap.add_argument("--out", help="write the full checkpoint folder here")
     ap.add_argument("--head-out", help="write only the MTP head's tensors (safetensors)")
+    ap.add_argument("--head-in", help="use this trained head instead of training (with --out)")
+    ap.add_argument("--probe-out", help="also write a JSONL probe sampled from the trunk")
+    ap.add_argument("--probe-docs", type=int, default=32)
+    ap.add_argument("--probe-len", type=int, default=96)
+    ap.add_argument("--probe-seed", type=int, default=123)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    if not args.out and not args.head_out:
-        ap.error("give --out and/or --head-out")
+    if not (args.out or args.head_out or args.probe_out):
+        ap.error("give --out, --head-out and/or --probe-out")
     import numpy as np
     import torch
 
@@ -47,6 +54,21 @@ def main() -> int:
     if err > 1e-3:
         print("conversion check failed", file=sys.stderr)
         return 1
+    if args.probe_out:
+        import json
+
+        ids = fixture.sample_sequences(model, args.probe_docs, args.probe_len, args.probe_seed)
+        Path(args.probe_out).write_text(
+            "".join(json.dumps({"input_ids": s}) + "\n" for s in ids.tolist()))
+        print(f"wrote {args.probe_out}")
+    if not (args.out or args.head_out):
+        return 0
+    if args.head_in:
+        from safetensors.numpy import load_file
+
+        fixture.make_fixture(args.bin, args.out, load_file(args.head_in))
+        print(f"wrote {args.out} (head from {args.head_in})")
+        return 0
     t0 = time.time()
     torch.manual_seed(args.seed)
     seqs = fixture.sample_sequences(model, 128, 128, args.seed)

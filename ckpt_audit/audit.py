@@ -99,7 +99,7 @@ def audit_reader(
     cfg = reader.config()
     disc: Discovery = discover(tensors, cfg)
     default_conv, conv_why = resolve_convention(cfg, convention, reader.convention_hint)
-    findings: list[Finding] = list(reader.findings) + list(disc.findings)
+    findings: list[Finding] = list(disc.findings)
     records: list[NormRecord] = []
     if default_conv is Convention.NONE and convention is None and disc.gains:
         default_conv, conv_why = Convention.DIRECT, "gains found despite a gain-less model type"
@@ -123,6 +123,8 @@ def audit_reader(
                     f"√{st.dim} = {math.sqrt(st.dim):.6g} (|Δ| ≥ {policy.init_tolerance}): "
                     "the initialization is wrong",
                 ))
+    # reader findings last: some (tensor-parallel replica checks) are made while reading
+    findings = list(reader.findings) + findings
     final = next((r for r in records if r.role is Role.FINAL), None)
     dm, dm_source = resolve_d_model(d_model, cfg, final.stats.dim if final else None)
     if default_conv is Convention.NONE:

@@ -60,7 +60,13 @@ ROLE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blk|layer|blocks|block|mtp_layers)\.(\d+)\.")
 
 #: Prefixes that put a tensor inside an MTP module regardless of config.
-MTP_PREFIXES = re.compile(r"^(?:model\.)?mtp(?:_layers)?\.|\.nextn\.|^mtp\.")
+MTP_PREFIXES = ("mtp.", "model.mtp.", "mtp_layers.", "model.mtp_layers.")
+MTP_INFIXES = (".nextn.",)
+
+
+def is_mtp_name(name: str) -> bool:
+    """True for names inside an MTP module by their prefix alone (not DeepSeek's layer N+k)."""
+    return name.startswith(MTP_PREFIXES) or any(s in name for s in MTP_INFIXES)
 
 
 # -- MTP layouts ------------------------------------------------------------------------------

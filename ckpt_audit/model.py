@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -126,6 +127,16 @@ class Finding:
     message: str
 
 
+def verdict_of(findings: Iterable[Finding]) -> str:
+    """``fail`` if any finding fails, ``warn`` if any warns, else ``pass``."""
+    worst = max((f.severity.rank for f in findings), default=0)
+    if worst >= Severity.FAIL.rank:
+        return "fail"
+    if worst >= Severity.WARN.rank:
+        return "warn"
+    return "pass"
+
+
 @dataclass(frozen=True)
 class AuditReport:
     """The result of auditing one checkpoint. Renderers are pure functions of this object."""
@@ -145,12 +156,7 @@ class AuditReport:
     @property
     def verdict(self) -> str:
         """``fail`` if any finding fails, ``warn`` if any warns, else ``pass``."""
-        worst = max((f.severity.rank for f in self.findings), default=0)
-        if worst >= Severity.FAIL.rank:
-            return "fail"
-        if worst >= Severity.WARN.rank:
-            return "warn"
-        return "pass"
+        return verdict_of(self.findings)
 
     @property
     def final(self) -> NormRecord | None:

@@ -47,12 +47,16 @@ def gain_stats(values: np.ndarray, convention: Convention, near_zero: float = 0.
         ratio = norm / math.sqrt(n)
     if gf.size:
         mean = math.fsum(gf.tolist()) / gf.size
-        std = math.sqrt(math.fsum(((gf - mean) ** 2).tolist()) / gf.size)
+        # two-pass population variance around the exactly rounded mean (numpy's pairwise sum)
+        std = math.sqrt(float(np.mean((gf - mean) ** 2)))
         lo, hi = float(gf.min()), float(gf.max())
     else:
         mean = std = lo = hi = float("nan")
     near = float(np.count_nonzero(np.abs(gf) < near_zero)) / n
     dev = np.where(finite, np.abs(g - 1.0), np.inf)
-    order = np.lexsort((np.arange(n), -dev))[: min(EXTREME_COUNT, n)]
+    k = min(EXTREME_COUNT, n)
+    top = np.argpartition(-dev, k - 1)[:k] if n > k else np.arange(n)
+    # farthest first; ties broken by the lower index
+    order = sorted(top.tolist(), key=lambda i: (-dev[i], i))
     extreme = tuple((int(i), float(g[i])) for i in order)
     return GainStats(n, norm, ratio, lo, hi, mean, std, nonfinite, near, extreme)

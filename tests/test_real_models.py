@@ -38,3 +38,20 @@ def test_all_minilm_l6_v2_layernorms() -> None:
     assert 0.535 < min(ratios) < 0.545 and 0.715 < max(ratios) < 0.725
     assert rep.verdict == "pass"  # an encoder has no final norm: info, not a warning
     assert rep.extra["biases"] == 13
+
+
+def test_stories260k_default_policy_vs_per_model_policy(stories_path: Path) -> None:
+    """The article's bands call a healthy, converged model an explosion: the measurement wins."""
+    from tests.conftest import run_cli
+
+    root = Path(__file__).resolve().parent.parent
+    res = run_cli(["audit", str(stories_path), "-f", "json"])
+    import json
+
+    data = json.loads(res.out)
+    assert res.code == 1 and data["format"] == "llama2c" and data["d_model"] == 64
+    final = next(n for n in data["norms"] if n["role"] == "final")
+    assert final["status"] == "explosion" and final["norm"] == pytest.approx(15.2135, abs=1e-4)
+    res = run_cli(["audit", str(stories_path), "-f", "json", "--config",
+                   str(root / "sample_configs" / "stories260k.toml")])
+    assert res.code == 0 and json.loads(res.out)["verdict"] == "pass"

@@ -19,8 +19,8 @@ def refuse_inside(output: str, checkpoint: str) -> None:
         ck = os.path.dirname(ck)
     out = os.path.realpath(output)
     if out == ck or out.startswith(ck.rstrip(os.sep) + os.sep):
-        raise CkptAuditError("refusing to write a report inside the checkpoint folder "
-                             f"({checkpoint}); choose another --output", output)
+        raise CkptAuditError(f"refusing to write inside {checkpoint} (ckpt-audit never writes "
+                             "where checkpoints live); choose another path", output)
 
 
 def emit(text: str, output: str | None, checkpoints: list[str]) -> None:

@@ -22,6 +22,7 @@ def run_audit(
     device: str,
     show: int,
     width: int | None,
+    baseline: str | None = None,
 ) -> int:
     """Audit, render, and return the exit code (0 pass, 1 findings at/above fail_on)."""
     from ckpt_audit.audit import audit_checkpoint
@@ -41,6 +42,10 @@ def run_audit(
     policy = load_policy(config)
     report = audit_checkpoint(path, policy=policy, format_hint=format_hint, d_model=d_model,
                               convention=conv, expect_init=expect_init, device=device)
+    if baseline:
+        from ckpt_audit.gate import with_baseline
+
+        report = with_baseline(report, baseline, policy)
     if fmt == "table" and output is None:
         from ckpt_audit.report.table import print_table
 
@@ -73,9 +78,11 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
         show: int = typer.Option(20, "--show", min=0, help="Offending gains to list."),
         width: int | None = typer.Option(None, "--width", min=40,
-                                            help="Pin the table width."),
+                                         help="Pin the table width."),
+        baseline: str | None = typer.Option(
+            None, "--baseline", help="Fail on drift from a known-good JSON report."),
     ) -> None:
         """Audit every norm gain of a checkpoint against the policy's bands."""
         code = run_audit(path, fmt, output, config, fail_on, format_hint, d_model, convention,
-                         expect_init, device, show, width)
+                         expect_init, device, show, width, baseline)
         raise typer.Exit(code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 
@@ -45,7 +46,21 @@ def register(app: typer.Typer) -> None:
             print_table(reports["step 2000"], con)
             con.print("\n[bold]Full report of the MTP checkpoint:[/bold]")
             print_table(reports["mtp"], con)
+            _print_trend(con, os.path.dirname(paths["step 0"]))
             con.print(f"\nTry: ckpt-audit audit {paths['step 2000']} --format json")
         finally:
             if directory is None:
                 shutil.rmtree(root, ignore_errors=True)
+
+
+def _print_trend(con: object, run: str) -> None:
+    """The same run seen by ``ckpt-audit trend``: ratio per step, first step out of band."""
+    from ckpt_audit.render_runs import print_trend
+    from ckpt_audit.runaudit import audit_checkpoints
+    from ckpt_audit.runs import discover_run
+    from ckpt_audit.trend import build_trend
+
+    trend = build_trend(run, audit_checkpoints(discover_run(run).checkpoints))
+    con.print("\n[bold]The run over time (ckpt-audit trend):[/bold]")  # type: ignore[attr-defined]
+    print_trend(trend, con)  # type: ignore[arg-type]
+    con.print(f"Try: ckpt-audit trend {run} --plot trend.png")  # type: ignore[attr-defined]

@@ -15,15 +15,39 @@ from ckpt_audit.readers.base import CheckpointReader
 
 #: (format name, module path, class name), in detection order.
 READERS: list[tuple[str, str, str]] = [
+    ("megatron-torch_dist", "ckpt_audit.readers.dcp_reader", "MegatronDistReader"),
+    ("megatron-legacy", "ckpt_audit.readers.megatron_legacy", "MegatronLegacyReader"),
+    ("dcp", "ckpt_audit.readers.dcp_reader", "DcpReader"),
+    ("deepspeed", "ckpt_audit.readers.deepspeed_reader", "DeepSpeedReader"),
     ("safetensors", "ckpt_audit.readers.safetensors_reader", "SafetensorsReader"),
     ("torch", "ckpt_audit.readers.torch_reader", "TorchReader"),
+    # single files recognised by their first bytes (GGUF magic; llama2.c magic or a sane header
+    # that matches the file size), after torch so that a zip named *.bin is never llama2.c
+    ("gguf", "ckpt_audit.readers.gguf_reader", "GGUFReader"),
+    ("llama2c", "ckpt_audit.readers.llama2c_reader", "Llama2cReader"),
 ]
 
 #: What detection looks for, shown when nothing matched.
 LOOKED_FOR = [
+    "Megatron run folder (latest_checkpointed_iteration.txt) or iter_XXXXXXX/ with "
+    "mp_rank_TT[_PPP]/model_optim_rng.pt (legacy) or metadata.json + .metadata (torch_dist)",
+    "PyTorch Distributed Checkpoint folder (.metadata + __R_N.distcp)",
+    "DeepSpeed folder (latest + global_stepN/mp_rank_00_model_states.pt)",
     "*.safetensors / model.safetensors.index.json",
     "pytorch_model.bin / *.pt / *.pth / pytorch_model.bin.index.json (torch zip pickles)",
+    "a GGUF file (magic GGUF)",
+    "a llama2.c model file (v1/v2 magic ak42, or a v0 header matching the file size)",
 ]
+
+
+#: When both match, the key is the more specific reading of the same files, or (safetensors over
+#: torch) the documented preference for the same weights saved twice; any other overlap is an
+#: ambiguity the user must settle with --format-hint.
+SUPERSEDES: dict[str, frozenset[str]] = {
+    "megatron-torch_dist": frozenset({"dcp"}),
+    "megatron-legacy": frozenset({"torch"}),  # a lone model_optim_rng.pt is a torch zip too
+    "safetensors": frozenset({"torch"}),
+}
 
 
 def available_formats() -> list[str]:
@@ -53,10 +77,17 @@ def open_checkpoint(path: str | Location, format_hint: str | None = None) -> Che
         raise DetectionError("no such file or folder", loc.display)
     if format_hint:
         return reader_class(format_hint)(loc)
-    for name, _, _ in READERS:
-        cls = reader_class(name)
-        if cls.detect(loc):
-            return cls(loc)
+    matches = [name for name, _, _ in READERS if reader_class(name).detect(loc)]
+    dropped = {old for m in matches for old in SUPERSEDES.get(m, ())}
+    matches = [m for m in matches if m not in dropped]
+    if len(matches) > 1:
+        raise DetectionError(
+            f"this looks like several formats at once ({', '.join(matches)}); "
+            "choose one with --format-hint",
+            loc.display,
+        )
+    if matches:
+        return reader_class(matches[0])(loc)
     what = "folder" if loc.is_dir() else "file"
     raise DetectionError(
         f"no supported checkpoint in this {what}; looked for: " + "; ".join(LOOKED_FOR)

@@ -6,7 +6,7 @@ just the byte ranges of the tensors asked for, merged per shard. torch is never 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -43,8 +43,8 @@ class SafetensorsReader(CheckpointReader):
         self._files = self._shard_locations(loc)
         self._sources: dict[str, ByteSource] = {}
         self._headers: dict[str, SafetensorsHeader] = {}
-        self._where: dict[str, tuple[str, TensorEntry]] = {}
-        self._infos: dict[str, TensorInfo] | None = None
+        self._shard_of: dict[str, str] = {}
+        self._infos: _LazyInfos | None = None
 
     @classmethod
     def detect(cls, loc: Location) -> bool:
@@ -80,9 +80,7 @@ class SafetensorsReader(CheckpointReader):
     def _from_index(self, folder: Location, index: Location) -> dict[str, Location]:
         obj = index.read_json()
         weight_map = obj.get("weight_map") if isinstance(obj, dict) else None
-        if not isinstance(weight_map, dict) or not all(
-            isinstance(v, str) for v in weight_map.values()
-        ):
+        if not isinstance(weight_map, dict) or not set(map(type, weight_map.values())) <= {str}:
             raise FormatError("index has no valid 'weight_map'", index.display)
         self._index_map: dict[str, str] = weight_map
         shards: dict[str, Location] = {}
@@ -115,28 +113,30 @@ class SafetensorsReader(CheckpointReader):
 
     def tensors(self) -> Mapping[str, TensorInfo]:
         if self._infos is None:
-            infos: dict[str, TensorInfo] = {}
+            where: dict[str, str] = {}
             for shard in self._files:
-                hdr = self._header(shard)
-                display = self._files[shard].display
-                for name, e in hdr.tensors.items():
-                    if name in infos:
-                        raise FormatError(
-                            f"tensor {name!r} appears in two files ({infos[name].source})",
-                            display,
-                        )
-                    infos[name] = TensorInfo(name, e.shape, e.dtype, display)
-                    self._where[name] = (shard, e)
+                names = self._header(shard).names
+                before = len(where)
+                where.update(dict.fromkeys(names, shard))
+                if len(where) != before + len(names):
+                    dup = next(n for n in names if where[n] != shard)
+                    raise FormatError(f"tensor {dup!r} appears in two files "
+                                      f"({self._files[where[dup]].display})",
+                                      self._files[shard].display)
             index_map = getattr(self, "_index_map", None)
-            if index_map is not None:
-                for name, shard in index_map.items():
-                    if name not in infos:
-                        raise FormatError(
-                            f"index maps {name!r} to {shard!r}, which does not hold it",
-                            self._files[shard].display,
-                        )
-            self._infos = infos
+            if index_map is not None and index_map.keys() - where.keys():
+                name = next(iter(sorted(index_map.keys() - where.keys())))
+                raise FormatError(
+                    f"index maps {name!r} to {index_map[name]!r}, which does not hold it",
+                    self._files[index_map[name]].display,
+                )
+            self._shard_of = where
+            self._infos = _LazyInfos(self, where)
         return self._infos
+
+    def _entry(self, name: str) -> tuple[str, TensorEntry]:
+        shard = self._shard_of[name]
+        return shard, self._header(shard).entry(name)
 
     def metadata(self) -> dict[str, dict[str, str]]:
         """The ``__metadata__`` of each file (e.g. ``{"format": "pt"}``)."""
@@ -150,12 +150,13 @@ class SafetensorsReader(CheckpointReader):
         self.tensors()
         by_shard: dict[str, list[str]] = {}
         for name in names:
-            if name not in self._where:
+            if name not in self._shard_of:
                 raise FormatError(f"no tensor named {name!r}", self.display)
-            by_shard.setdefault(self._where[name][0], []).append(name)
+            by_shard.setdefault(self._shard_of[name], []).append(name)
         out: dict[str, np.ndarray] = {}
         for shard, shard_names in by_shard.items():
-            entries = [self._where[n][1] for n in shard_names]
+            hdr = self._header(shard)
+            entries = [hdr.entry(n) for n in shard_names]
             src = self._source(shard)
             blobs = src.read_ranges([(e.start, e.end - e.start) for e in entries])
             for n, e, raw in zip(shard_names, entries, blobs, strict=True):
@@ -177,3 +178,30 @@ class SafetensorsReader(CheckpointReader):
         for src in self._sources.values():
             src.close()
         self._sources.clear()
+
+
+class _LazyInfos(Mapping[str, TensorInfo]):
+    """Every tensor name at once; a name's :class:`TensorInfo` (and the full check of its header
+    entry) only when it is looked up. Discovery looks up the few hundred norm-named tensors."""
+
+    def __init__(self, reader: SafetensorsReader, where: dict[str, str]) -> None:
+        self._reader = reader
+        self._where = where
+        self._cache: dict[str, TensorInfo] = {}
+
+    def __getitem__(self, name: str) -> TensorInfo:
+        info = self._cache.get(name)
+        if info is None:
+            shard, e = self._reader._entry(name)
+            info = TensorInfo(name, e.shape, e.dtype, self._reader._files[shard].display)
+            self._cache[name] = info
+        return info
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._where

@@ -82,7 +82,7 @@ def test_never_writes_into_the_checkpoint(demo: dict[str, str]) -> None:
     before = sorted(os.listdir(demo["step 0"]))
     res = run_cli(["audit", demo["step 0"], "-f", "json", "-o",
                    os.path.join(demo["step 0"], "report.json")])
-    assert res.code == 2 and "inside the checkpoint folder" in res.err
+    assert res.code == 2 and "never writes where checkpoints live" in res.err
     assert sorted(os.listdir(demo["step 0"])) == before
 
 
@@ -122,6 +122,13 @@ def _bad_inputs(tmp_path: Path) -> dict[str, str]:
     (d / "model.safetensors.index.json").write_text(
         json.dumps({"weight_map": {"a": "model-00001-of-00001.safetensors"}}))
     out["missing-shard"] = str(d)
+    import torch
+
+    from tests.readers.test_torch_reader import _Evil
+
+    torch.save({"model.norm.weight": torch.ones(4), "x": _Evil(str(tmp_path / "pwned"))},
+               tmp_path / "evil.pt")
+    out["malicious-pickle"] = str(tmp_path / "evil.pt")
     d = tmp_path / "nothing"
     d.mkdir()
     (d / "README").write_text("no weights here")
@@ -136,6 +143,7 @@ def test_bad_inputs_one_line_exit_2_no_traceback(tmp_path: Path) -> None:
         lines = res.err.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in res.err, (label, res.err)
         assert lines[0].startswith("ckpt-audit: error: ") and Path(path).name in lines[0]
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_debug_env_shows_traceback(tmp_path: Path) -> None:
@@ -156,3 +164,15 @@ def test_safetensors_path_does_not_import_torch(demo: dict[str, str]) -> None:
     p = subprocess.run([sys.executable, "-c", code, demo["step 0"]], capture_output=True,
                        text=True, cwd=Path(__file__).resolve().parents[2])
     assert p.stderr.strip().endswith("NOTORCH"), p.stderr
+
+
+def test_audit_baseline_gate(demo: dict[str, str], tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    assert run_cli(["audit", demo["step 1000"], "-f", "json", "-o", str(good)]).code == 0
+    same = run_cli(["audit", demo["step 1000"], "--baseline", str(good), "-f", "json"])
+    assert same.code == 0
+    moved = run_cli(["audit", demo["step 0"], "--baseline", str(good), "-f", "json"])
+    data = json.loads(moved.out)
+    drift = [f for f in data["findings"] if f["tensor"] == "model.norm.weight"
+             and f["severity"] == "fail"]
+    assert moved.code == 1 and drift  # final ratio 1.0 vs 0.75: beyond the allowed drift

@@ -1,0 +1,148 @@
+"""Benchmark the local audit (issue: audit). Run: ``python benchmarks/bench_audit.py [--quick]``.
+
+1. A sharded Llama-shaped safetensors checkpoint of a few GB (real data, written with the
+   official ``safetensors`` library): ``audit_checkpoint`` versus loading every shard
+   (``safetensors.numpy.load_file``). Target: the audit is at least 100× faster.
+2. A DeepSeek-V3-shaped checkpoint (162 shards, ~92k tensors, ~688 GB apparent, sparse files from
+   ``dsv3_shape.py``): ``audit_checkpoint`` versus a bare loop that parses each header with
+   ``json.loads`` and ``os.pread``s each gain. Target: within 1.5× of the bare loop.
+3. ``ckpt-audit audit`` process start-up on safetensors with and without importing torch.
+
+Times are the best of ``--repeat`` runs with a warm page cache (the same for both sides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from ckpt_audit.audit import audit_checkpoint  # noqa: E402
+
+
+def best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def write_llama(root: str, gb: float) -> int:
+    from safetensors.numpy import save_file
+
+    d, ffn = 4096, 11008
+    per_layer = (4 * d * d + 3 * d * ffn) * 2  # bf16-sized bytes; stored as F16 here
+    layers = max(1, int(gb * 1e9 // per_layer))
+    rng = np.random.default_rng(0)
+    block = (rng.standard_normal(d * ffn).astype(np.float16) * 0.02)
+    weight_map = {}
+    total = 0
+    for i in range(layers):
+        t = {
+            f"model.layers.{i}.input_layernorm.weight": np.ones(d, np.float16),
+            f"model.layers.{i}.post_attention_layernorm.weight": np.ones(d, np.float16),
+            f"model.layers.{i}.self_attn.qkvo.weight": block[: 4 * d * d // 4 * 4].reshape(-1, d)[
+                : 4 * d],
+            f"model.layers.{i}.mlp.gate_up_down.weight": np.concatenate(
+                [block, block, block]).reshape(-1, d),
+        }
+        if i == layers - 1:
+            t["model.norm.weight"] = np.full(d, 0.8, np.float16)
+        name = f"model-{i + 1:05d}-of-{layers:05d}.safetensors"
+        save_file(t, os.path.join(root, name))
+        total += os.path.getsize(os.path.join(root, name))
+        weight_map.update({k: name for k in t})
+    with open(os.path.join(root, "model.safetensors.index.json"), "w") as fh:
+        json.dump({"weight_map": weight_map}, fh)
+    with open(os.path.join(root, "config.json"), "w") as fh:
+        json.dump({"model_type": "llama", "hidden_size": d, "num_hidden_layers": layers}, fh)
+    return total
+
+
+def load_all(root: str) -> None:
+    from safetensors.numpy import load_file
+
+    for name in sorted(os.listdir(root)):
+        if name.endswith(".safetensors"):
+            load_file(os.path.join(root, name))
+
+
+def bare_loop(root: str) -> None:
+    """Parse each header and pread each gain: the floor any header+gain reader pays."""
+    with open(os.path.join(root, "model.safetensors.index.json")) as fh:
+        shards = sorted(set(json.load(fh)["weight_map"].values()))
+    for shard in shards:
+        fd = os.open(os.path.join(root, shard), os.O_RDONLY)
+        try:
+            (n,) = struct.unpack("<Q", os.pread(fd, 8, 0))
+            hdr = json.loads(os.pread(fd, n, 8))
+            for name, e in hdr.items():
+                if name.endswith("norm.weight"):
+                    b, end = e["data_offsets"]
+                    os.pread(fd, end - b, 8 + n + b)
+        finally:
+            os.close(fd)
+
+
+def startup(path: str) -> tuple[float, float]:
+    cmd = [sys.executable, "-m", "ckpt_audit", "audit", path, "-f", "json"]
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    t0 = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, env=env)
+    t_audit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
+    return t_audit, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gb", type=float, default=3.0, help="size of the dense checkpoint")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="0.5 GB and one repeat")
+    args = ap.parse_args()
+    if args.quick:
+        args.gb, args.repeat = 0.5, 1
+    from dsv3_shape import make_deepseek_v3_sparse
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dense = os.path.join(tmp, "dense")
+        os.makedirs(dense)
+        size = write_llama(dense, args.gb)
+        load_all(dense)  # warm the page cache for both sides
+        t_audit = best(lambda: audit_checkpoint(dense), args.repeat)
+        t_load = best(lambda: load_all(dense), args.repeat)
+        print(f"dense {size / 1e9:.2f} GB, {len(os.listdir(dense)) - 2} shards: audit "
+              f"{t_audit * 1e3:.1f} ms, load all shards {t_load * 1e3:.0f} ms -> "
+              f"{t_load / t_audit:.0f}x faster")
+        sparse = os.path.join(tmp, "dsv3")
+        ck = make_deepseek_v3_sparse(sparse)
+        bare_loop(sparse)
+        t_bare = best(lambda: bare_loop(sparse), args.repeat)
+        rep = audit_checkpoint(sparse)
+        t_audit = best(lambda: audit_checkpoint(sparse), args.repeat)
+        print(f"DeepSeek-V3 shape: {len(ck.shards)} shards, {ck.tensor_count} tensors, "
+              f"{ck.apparent_bytes / 1e9:.0f} GB apparent, {len(rep.norms)} gains: audit "
+              f"{t_audit * 1e3:.0f} ms, bare header+pread loop {t_bare * 1e3:.0f} ms -> "
+              f"{t_audit / t_bare:.2f}x the bare loop; bytes read {rep.bytes_read:,} "
+              f"(headers {ck.header_bytes:,} + gains {ck.gain_bytes:,} + small files "
+              f"{ck.small_file_bytes:,})")
+        t_cli, t_torch = startup(os.path.join(dense))
+        print(f"process: `ckpt-audit audit` on safetensors {t_cli:.2f} s end to end "
+              f"(does not import torch); `import torch` alone {t_torch:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

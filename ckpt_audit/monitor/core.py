@@ -1,0 +1,249 @@
+"""The framework-free core of the training-time monitor: read gains from a live ``nn.Module``.
+
+The gains are found with the same discovery and role tables as the checkpoint audit
+(:func:`ckpt_audit.discovery.discover`), applied to the module's parameter names (wrapper prefixes
+such as ``module.``, ``_orig_mod.`` or a Lightning attribute like ``model.`` are stripped), so
+``model.norm.weight`` of a live Llama is the ``final`` gain exactly as in its checkpoint. Each
+gain's statistics come from :func:`ckpt_audit.stats.gain_stats` and its status from the policy, so
+the numbers match ``ckpt-audit audit`` on a checkpoint saved at the same step.
+
+Step 0 check (the article's ``assert abs(norm0 - sqrt(d_model)) < 0.01``), generalised: every
+gain's ‖γ_eff‖₂ must be within ``init_tol`` of √n, its own length, with γ_eff = 1 + w under the
+offset convention.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ckpt_audit.model import Convention, Role, Severity, Status, TensorInfo
+
+_WRAPPERS = ("module.", "_orig_mod.", "_forward_module.", "_fsdp_wrapped_module.")
+_TORCH_DTYPES = {"torch.float32": "F32", "torch.bfloat16": "BF16", "torch.float16": "F16",
+                 "torch.float64": "F64"}
+
+
+class InitNormError(AssertionError):
+    """A gain's norm at step 0 is not √n: the initialisation is wrong."""
+
+
+class GainOutOfBandError(RuntimeError):
+    """A gain left its band during training (raised when the monitor is set to ``raise``)."""
+
+
+class GainBandWarning(UserWarning):
+    """A gain left its band during training (the default action)."""
+
+
+@dataclass(frozen=True)
+class GainReading:
+    """One gain of the live model at one step."""
+
+    name: str
+    role: Role
+    layer: int | None
+    dim: int
+    norm: float
+    ratio: float
+    status: Status
+    severity: Severity
+
+    @property
+    def out_of_band(self) -> bool:
+        """The policy gives it severity warn or fail (the same rule as the audit's verdict)."""
+        return self.severity.rank >= Severity.WARN.rank
+
+
+def _strip_wrappers(name: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for w in _WRAPPERS:
+            if name.startswith(w):
+                name, changed = name[len(w):], True
+    return name
+
+
+def _model_config(module: Any) -> tuple[str, dict[str, Any]]:
+    """``(prefix, config dict)`` of the first submodule carrying a transformers-style config."""
+    for prefix, sub in module.named_modules():
+        cfg = getattr(sub, "config", None)
+        if cfg is not None and hasattr(cfg, "to_dict"):
+            try:
+                data = cfg.to_dict()
+            except Exception:  # noqa: BLE001 - a foreign config object: use what we can
+                continue
+            return (_strip_wrappers(prefix + ".") if prefix else ""), dict(data)
+    return "", {}
+
+
+def find_gains(module: Any, *, config: Mapping[str, Any] | None = None
+               ) -> tuple[list[tuple[str, Role, int | None, Any]], dict[str, Any]]:
+    """The gains of a live module: ``[(name, role, layer, parameter)]`` and the config used.
+
+    Names are the module's parameter names less wrapper prefixes and, for a transformers model
+    held inside another module (a LightningModule's ``self.model``), less the path to it.
+    """
+    from ckpt_audit.discovery import discover
+
+    prefix, found_cfg = _model_config(module)
+    cfg = dict(config) if config is not None else found_cfg
+    params: dict[str, Any] = {}
+    infos: dict[str, TensorInfo] = {}
+    for raw, p in module.named_parameters():
+        name = _strip_wrappers(raw)
+        if prefix and name.startswith(prefix):
+            name = name[len(prefix):]
+        params[name] = p
+        infos[name] = TensorInfo(name, tuple(p.shape), _TORCH_DTYPES.get(str(p.dtype), "F32"),
+                                 "<module>")
+    gains = [(c.name, c.role, c.layer, params[c.name]) for c in discover(infos, cfg).gains
+             if c.name in params]
+    return gains, cfg
+
+
+def read_gains(module: Any, *, policy: Any = None, convention: Convention | None = None,
+               config: Mapping[str, Any] | None = None) -> list[GainReading]:
+    """Measure every gain of ``module`` now and classify it with ``policy`` (default policy)."""
+    import numpy as np
+
+    from ckpt_audit.conventions import convention_for, resolve_convention
+    from ckpt_audit.policy import load_policy
+    from ckpt_audit.stats import gain_stats
+
+    pol = policy if policy is not None else load_policy(None)
+    gains, cfg = find_gains(module, config=config)
+    default_conv, _why = resolve_convention(cfg, convention, None)
+    if default_conv is Convention.NONE:
+        default_conv = Convention.DIRECT  # a module with parameters named like gains has gains
+    out = []
+    for name, role, layer, p in gains:
+        values = np.asarray(p.detach().float().cpu().numpy(), dtype=np.float64).reshape(-1)
+        conv = convention_for(name, default_conv, cfg, convention is not None)
+        st = gain_stats(values, conv, pol.near_zero)
+        status, severity = pol.classify(st.ratio, role)
+        if st.nonfinite:
+            status, severity = Status.NONFINITE, Severity.FAIL
+        out.append(GainReading(name, role, layer, st.dim, st.norm, st.ratio, status, severity))
+    return out
+
+
+def init_errors(readings: list[GainReading], tol: float = 0.01) -> list[str]:
+    """Gains whose step-0 norm is not √n within ``tol`` (the article's init assert, per gain)."""
+    bad = []
+    for r in readings:
+        expected = math.sqrt(r.dim)
+        if not (abs(r.norm - expected) < tol):
+            bad.append(f"{r.name}: ‖γ‖₂ = {r.norm:.6f}, expected √{r.dim} = {expected:.6f} "
+                       f"(|diff| {abs(r.norm - expected):.3g} ≥ {tol})")
+    return bad
+
+
+def metrics(readings: list[GainReading], *, roles: tuple[str, ...] = ("final", "mtp"),
+            prefix: str = "gain_ratio/") -> dict[str, float]:
+    """Scalars to log: each gain of ``roles`` by name, plus min/max per role present."""
+    out: dict[str, float] = {}
+    by_role: dict[str, list[float]] = {}
+    for r in readings:
+        if r.role.value in roles or "all" in roles:
+            out[f"{prefix}{r.name}"] = r.ratio
+        by_role.setdefault(r.role.value, []).append(r.ratio)
+    for role, values in sorted(by_role.items()):
+        out[f"{prefix}{role}_min"] = min(values)
+        out[f"{prefix}{role}_max"] = max(values)
+    return out
+
+
+class GainMonitor:
+    """Framework-free monitor: call :meth:`step` from any training loop.
+
+    ``every``: measure every N steps (and at step 0). ``on_violation``: ``warn`` (a
+    :class:`GainBandWarning`), ``raise`` (:class:`GainOutOfBandError`) or ``ignore`` when a gain is
+    out of band. ``init_check``: ``raise`` (:class:`InitNormError`), ``warn`` or ``off`` for the
+    step-0 check. ``log_roles``: roles logged gain by gain (others as min/max only).
+    """
+
+    def __init__(self, policy: Any = None, *, every: int = 100, on_violation: str = "warn",
+                 init_check: str = "raise", init_tol: float = 0.01,
+                 log_roles: tuple[str, ...] = ("final", "mtp"), prefix: str = "gain_ratio/",
+                 convention: Convention | None = None) -> None:
+        if every < 1:
+            raise ValueError("every must be >= 1")
+        for what, value, allowed in (("on_violation", on_violation, ("warn", "raise", "ignore")),
+                                     ("init_check", init_check, ("raise", "warn", "off"))):
+            if value not in allowed:
+                raise ValueError(f"{what} must be one of {allowed}, not {value!r}")
+        self.policy, self.every, self.on_violation = policy, every, on_violation
+        self.init_check, self.init_tol, self.log_roles = init_check, init_tol, log_roles
+        self.prefix, self.convention = prefix, convention
+        self.history: list[tuple[int, list[GainReading]]] = []
+
+    def due(self, step: int) -> bool:
+        return step == 0 or step % self.every == 0
+
+    def measure(self, module: Any) -> list[GainReading]:
+        return read_gains(module, policy=self.policy, convention=self.convention)
+
+    def check_init(self, module: Any) -> list[GainReading]:
+        """The step-0 check; raises :class:`InitNormError` (or warns) when a gain is not √n."""
+        readings = self.measure(module)
+        bad = init_errors(readings, self.init_tol)
+        if bad and self.init_check != "off":
+            msg = "gain norms at step 0 are not √n (initialisation is wrong): " + "; ".join(bad)
+            if self.init_check == "raise":
+                raise InitNormError(msg)
+            warnings.warn(msg, GainBandWarning, stacklevel=2)
+        return readings
+
+    def evaluate(self, readings: list[GainReading], step: int) -> dict[str, float]:
+        """Record ``readings``, act on out-of-band gains, return the metrics to log."""
+        self.history.append((step, readings))
+        out = [r for r in readings if r.out_of_band]
+        if out and self.on_violation != "ignore":
+            msg = f"step {step}: gain(s) out of band: " + "; ".join(
+                f"{r.name} ratio {r.ratio:.3f} ({r.status.value}, {r.severity.value})" for r in out)
+            if self.on_violation == "raise":
+                raise GainOutOfBandError(msg)
+            warnings.warn(msg, GainBandWarning, stacklevel=3)
+        return metrics(readings, roles=self.log_roles, prefix=self.prefix)
+
+    def step(self, module: Any, step: int,
+             log: Callable[[dict[str, float], int], None] | None = None) -> dict[str, float] | None:
+        """For custom loops: at step 0 the init check, every ``every`` steps measure and log.
+
+        ``log(metrics, step)`` is your logger (e.g. ``lambda m, s: writer.add_scalars(...)`` or
+        ``wandb.log``); returns the metrics, or ``None`` when this step is not due.
+        """
+        if not self.due(step):
+            return None
+        readings = self.check_init(module) if step == 0 else self.measure(module)
+        result = self.evaluate(readings, step)
+        if log is not None:
+            log(result, step)
+        return result
+
+
+def mtp_lambda(tokens_seen: float, *, early: float = 0.3, late: float = 0.1,
+               switch_tokens: float = 10e12) -> float:
+    """DeepSeek-V3's MTP loss weight schedule: 0.3 for the first 10T tokens, then 0.1."""
+    return early if tokens_seen < switch_tokens else late
+
+
+def mtp_scaling_hint(final_ratio: float, *, low: float = 0.4, high: float = 1.8) -> str | None:
+    """A hint about ``mtp_loss_scaling_factor`` when the final norm's ratio leaves [low, high].
+
+    Honest caveat (docs/RUNS.md): the article reads a collapsed/exploded final gain as a distorted
+    MTP gradient balance, but the MTP module reads the hidden state *before* the final norm; in a
+    measurement on stories260K the MTP share of the trunk gradient went *up* when the final gain
+    shrank. Measure the balance (e.g. per-loss gradient norms) before changing λ.
+    """
+    if low <= final_ratio <= high:
+        return None
+    where = "below" if final_ratio < low else "above"
+    return (f"final-norm ratio {final_ratio:.3f} is {where} [{low}, {high}]: the article suggests "
+            "revisiting mtp_loss_scaling_factor, but the MTP branch reads h before the final norm, "
+            "so measure the main/MTP gradient balance before lowering or raising it")

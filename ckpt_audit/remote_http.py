@@ -1,0 +1,205 @@
+"""A small HTTP(S) client for ranged reads, built on :mod:`http.client` only.
+
+Why not fsspec's HTTP filesystem: its ``cat_file(start, end)`` reads the whole response body
+before looking at the status, so a server that ignores ``Range`` would make it download a 4 GB
+shard to return 8 bytes. Here the status is checked first: a ``200`` answer to a ranged request is
+accepted only when its body is small (``small_body``), otherwise the connection is dropped unread
+and a :class:`RemoteError` says so. 5xx/429 answers, timeouts and dropped connections are retried
+a bounded number of times with exponential backoff; 401/403/404/416 are clear errors at once.
+Redirects (the Hugging Face hub answers with 302 to a CDN) are followed, at most 5 in a row.
+Connections are kept alive, one per thread and host.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from ckpt_audit.errors import RemoteError
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_USER_AGENT = "ckpt-audit (ranged reads)"
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    """Knobs for remote reads; the defaults suit both loopback tests and real object stores."""
+
+    #: seconds to wait for a connection or for data before giving up on one attempt
+    timeout: float = 30.0
+    #: extra attempts after a 5xx/429, a timeout or a dropped connection
+    retries: int = 3
+    #: first backoff in seconds; doubled after each failed attempt
+    backoff: float = 0.2
+    #: the first read of a file near its start fetches this much (headers fit in one request)
+    head_block: int = 64 * 1024
+    #: ranges closer than this are fetched in one request (the gap is read and thrown away)
+    merge_gap: int = 32 * 1024
+    #: parallel requests in ``read_ranges``
+    max_workers: int = 8
+    #: a server that ignores Range is accepted only when the whole body is at most this big
+    small_body: int = 1024 * 1024
+
+
+class HttpClient:
+    """Ranged GET and HEAD with retries, keep-alive connections per thread and host."""
+
+    def __init__(self, options: RemoteOptions) -> None:
+        self.options = options
+        self._local = threading.local()
+
+    # -- connections -------------------------------------------------------------------------
+    def _conn(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        pool: dict[tuple[str, str], http.client.HTTPConnection] = getattr(
+            self._local, "pool", None
+        ) or {}
+        self._local.pool = pool
+        conn = pool.get((scheme, netloc))
+        if conn is None:
+            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            conn = cls(netloc, timeout=self.options.timeout)
+            pool[(scheme, netloc)] = conn
+        return conn
+
+    def _drop(self, scheme: str, netloc: str) -> None:
+        pool = getattr(self._local, "pool", {})
+        conn = pool.pop((scheme, netloc), None)
+        if conn is not None:
+            conn.close()
+
+    def _send(
+        self, method: str, url: str, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPResponse, str]:
+        """One request, following redirects; returns the response (body unread) and final URL."""
+        for _ in range(6):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https"):
+                raise RemoteError(f"unsupported redirect to {parts.scheme}://", url)
+            conn = self._conn(parts.scheme, parts.netloc)
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
+            try:
+                conn.request(method, target, headers={"User-Agent": _USER_AGENT, **headers})
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException):
+                self._drop(parts.scheme, parts.netloc)
+                raise
+            if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
+                resp.read()
+                url = urljoin(url, resp.getheader("Location", ""))
+                continue
+            return resp, url
+        raise RemoteError("too many redirects", url)
+
+    def _with_retries(self, url: str, what: str, attempt_fn):  # type: ignore[no-untyped-def]
+        """Run ``attempt_fn()``; retry on transient failures (it returns None to ask for one)."""
+        opts = self.options
+        last = ""
+        for attempt in range(opts.retries + 1):
+            if attempt:
+                time.sleep(opts.backoff * (2 ** (attempt - 1)))
+            try:
+                result = attempt_fn()
+            except TimeoutError:
+                last = f"timed out after {opts.timeout:g} s"
+                continue
+            except (OSError, http.client.HTTPException) as exc:
+                last = f"connection failed ({exc.__class__.__name__}: {exc})"
+                continue
+            if isinstance(result, str):
+                last = result
+                continue
+            return result
+        raise RemoteError(f"{what} failed after {opts.retries + 1} attempts: {last}", url)
+
+    # -- requests ----------------------------------------------------------------------------
+    def head(self, url: str) -> tuple[bool, int | None, str]:
+        """``(exists, size, final URL after redirects)``; 404/410 is ``(False, None, url)``,
+        401/403 a :class:`RemoteError`."""
+
+        def attempt():  # type: ignore[no-untyped-def]
+            parts = urlsplit(url)
+            resp, final = self._send("HEAD", url, {})
+            resp.read()
+            status = resp.status
+            if resp.getheader("Connection", "").lower() == "close":
+                self._drop(parts.scheme, parts.netloc)
+            if status in (404, 410):
+                return (False, None, final)
+            if status in (401, 403):
+                raise RemoteError(f"access denied (HTTP {status})", url)
+            if status >= 500 or status == 429:
+                return f"HTTP {status}"
+            if status in (405, 501):  # HEAD not allowed: ask for one byte instead
+                return ("get", None, final)
+            if 200 <= status < 300:
+                length = resp.getheader("Content-Length")
+                return (True, int(length) if length and length.isdigit() else None, final)
+            raise RemoteError(f"unexpected HTTP {status} to HEAD", url)
+
+        result = self._with_retries(url, "HEAD", attempt)
+        if result[0] == "get":
+            try:
+                _, total, _ = self.get_range(url, 0, 1)
+            except RemoteError as exc:
+                if "not found" in exc.message:
+                    return (False, None, url)
+                raise
+            return (True, total, url)
+        return result  # type: ignore[no-any-return]
+
+    def get_range(self, url: str, start: int, end: int) -> tuple[bytes, int | None, int]:
+        """Bytes ``[start, end)``, the file's total size (from Content-Range) if known, and the
+        number of body bytes that came over the wire (more than asked only for a small 200).
+
+        The answer may be shorter than asked when the file ends first (the caller checks).
+        """
+        if end <= start:
+            return b"", None, 0
+
+        def attempt():  # type: ignore[no-untyped-def]
+            parts = urlsplit(url)
+            resp, final = self._send("GET", url, {"Range": f"bytes={start}-{end - 1}"})
+            status = resp.status
+            if status == 206:
+                m = _CONTENT_RANGE.match(resp.getheader("Content-Range", ""))
+                body = resp.read()
+                if m is None or int(m.group(1)) != start:
+                    raise RemoteError(
+                        f"server answered range {resp.getheader('Content-Range')!r} "
+                        f"to a request for bytes {start}-{end - 1}", url)
+                if len(body) != int(m.group(2)) - start + 1:
+                    self._drop(parts.scheme, parts.netloc)
+                    return f"short body ({len(body)} bytes)"
+                total = None if m.group(3) == "*" else int(m.group(3))
+                return (body, total, len(body))
+            if status == 200:
+                length = resp.getheader("Content-Length")
+                size = int(length) if length and length.isdigit() else None
+                if size is None or size > self.options.small_body:
+                    self._drop(parts.scheme, parts.netloc)  # never read a whole shard
+                    what = f"the whole {size}-byte file" if size is not None else "the whole file"
+                    raise RemoteError(
+                        f"server ignored the Range header (HTTP 200 with {what}); ckpt-audit "
+                        "reads byte ranges only and will not download whole files", url)
+                body = resp.read()
+                return (body[start:end], len(body), len(body))
+            body = resp.read(4096)
+            self._drop(parts.scheme, parts.netloc)
+            if status == 416:
+                raise RemoteError(
+                    f"range {start}-{end - 1} is outside the file (HTTP 416): truncated?", url)
+            if status in (401, 403):
+                raise RemoteError(f"access denied (HTTP {status})", url)
+            if status in (404, 410):
+                raise RemoteError(f"not found (HTTP {status})", url)
+            if status >= 500 or status == 429:
+                return f"HTTP {status}"
+            raise RemoteError(f"unexpected HTTP {status} ({body[:80]!r})", final)
+
+        return self._with_retries(url, f"GET bytes {start}-{end - 1}", attempt)  # type: ignore[no-any-return]

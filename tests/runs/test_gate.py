@@ -1,0 +1,99 @@
+"""Gate outputs: GitHub workflow-command escaping, baseline parsing, JUnit for runs, watch gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+
+import pytest
+from runs_helpers import norm_ratio, run_cli
+
+from ckpt_audit.errors import FormatError
+from ckpt_audit.gate import (
+    annotation,
+    append_step_summary,
+    in_github_actions,
+    junit_runs,
+    parse_baseline,
+)
+from ckpt_audit.model import Finding, Severity
+
+
+def test_annotation_escaping_follows_github_spec():
+    line = annotation("error", "50% down\nnext: line", file="/r/a,b:c", title="t:1,2")
+    assert line == "::error file=/r/a%2Cb%3Ac,title=t%3A1%2C2::50%25 down%0Anext: line"
+    assert annotation("warning", "m") == "::warning::m"
+
+
+def test_step_summary_and_env(tmp_path):
+    assert in_github_actions({"GITHUB_ACTIONS": "true"})
+    assert not in_github_actions({"GITHUB_ACTIONS": "false"})
+    assert not append_step_summary("x", {})
+    target = tmp_path / "s.md"
+    assert append_step_summary("# one", {"GITHUB_STEP_SUMMARY": str(target)})
+    assert append_step_summary("# two", {"GITHUB_STEP_SUMMARY": str(target)})
+    assert target.read_text() == "# one\n\n# two\n\n"
+
+
+def test_parse_baseline_rejects_other_documents():
+    with pytest.raises(FormatError, match="ckpt-audit.audit/1"):
+        parse_baseline({"schema": "ckpt-audit.trend/1"}, "b.json")
+    with pytest.raises(FormatError, match="lacks name/role/ratio"):
+        parse_baseline({"schema": "ckpt-audit.audit/1", "norms": [{"name": "x"}]}, "b.json")
+    base = parse_baseline({"schema": "ckpt-audit.audit/1", "checkpoint": "c", "norms": [
+        {"name": "a", "role": "final", "ratio": 0.9},
+        {"name": "b", "role": "layer", "ratio": None}]}, "b.json")
+    assert list(base.gains) == ["a"]
+
+
+def test_junit_runs_counts():
+    fail = Finding(Severity.FAIL, "collapse", "model.norm.weight", "low")
+    warn = Finding(Severity.WARN, "low", "model.norm.weight", "lowish")
+    xml = junit_runs("s", [("a", 0, "pass", (), (), None), ("b", 1, "fail", (fail,), (), None),
+                           ("c", 2, "warn", (warn,), (), None), ("d", 3, "incomplete", (),
+                                                                  ("no files",), None),
+                           ("e", 4, "error", (), (), "bad header")])
+    suite = ET.fromstring(xml.split("?>", 1)[1]).find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"),
+            suite.get("skipped")) == ("5", "1", "1", "1")
+    strict = ET.fromstring(junit_runs("s", [("c", 2, "warn", (warn,), (), None)],
+                                      "warn").split("?>", 1)[1]).find("testsuite")
+    assert strict is not None and strict.get("failures") == "1"
+
+
+def test_watch_baseline_gate_and_annotations(llama_run, tmp_path, monkeypatch):
+    base = tmp_path / "base.json"
+    run_cli(["audit", os.path.join(llama_run, "checkpoint-0"), "-f", "json", "-o", str(base)])
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    res = run_cli(["watch", llama_run, "--once", "--settle", "0", "--state",
+                   str(tmp_path / "s.json"), "--baseline", str(base), "--exit-on", "fail"])
+    # checkpoint-100 moved less than 10 % from step 0 only if its ratio is within 10 %
+    r100 = norm_ratio(os.path.join(llama_run, "checkpoint-100"))
+    r200 = norm_ratio(os.path.join(llama_run, "checkpoint-200"))
+    assert abs(r100 - 1) < 0.10 < abs(r200 - 1)
+    assert res.code == 1
+    assert "stopping: checkpoint-200" in res.out
+    assert "::error file=" + os.path.join(llama_run, "checkpoint-200") in res.out
+    assert "title=ckpt-audit baseline-drift::model.norm.weight" in res.out
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert sorted(v["verdict"] for v in saved["audited"].values()) == ["fail", "pass", "pass"]
+
+
+def test_with_baseline_for_the_audit_command(llama_run, tmp_path):
+    from ckpt_audit.audit import audit_checkpoint
+    from ckpt_audit.gate import with_baseline
+    from ckpt_audit.policy import load_policy
+
+    base = tmp_path / "base.json"
+    run_cli(["audit", os.path.join(llama_run, "checkpoint-100"), "-f", "json", "-o", str(base)])
+    policy = load_policy(None)
+    same = audit_checkpoint(os.path.join(llama_run, "checkpoint-100"), policy=policy)
+    assert with_baseline(same, str(base), policy).verdict == "pass"
+    moved = audit_checkpoint(os.path.join(llama_run, "checkpoint-200"), policy=policy)
+    assert moved.verdict == "pass"
+    gated = with_baseline(moved, str(base), policy)
+    assert gated.verdict == "fail"
+    assert [f.code for f in gated.findings if f.severity is Severity.FAIL] == ["baseline-drift"]

@@ -80,3 +80,29 @@ def print_result(res: dict[str, Any], console: Console) -> None:
         console.print(t)
     for note in res.get("notes", []):
         console.print(f"[yellow]note:[/] {note}")
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    """The ``audit --probe`` block (an :func:`~ckpt_audit.mtp.engine.accept_summary` dict)."""
+    temps = list(summary["depths"][0]["sampled_acceptance"]) if summary["depths"] else []
+    console.print(depth_table(f"MTP acceptance ({summary['layout']}, {summary['positions']} "
+                              "probe tokens, teacher-forced)", summary["depths"], temps))
+    console.print("expected tokens per verifier step (bonus counted): "
+                  f"{_f(summary['expected_tokens_per_step'], 3)}")
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The ``audit --probe`` block as a Markdown section."""
+    temps = list(summary["depths"][0]["sampled_acceptance"]) if summary["depths"] else []
+    head = ["depth", "pairs", "greedy", *[f"sampled T={t}" for t in temps], "label acc.",
+            "H(verifier)", "H(draft)"]
+    lines = [f"\n## MTP acceptance ({summary['layout']}, {summary['positions']} probe tokens)\n",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for d in summary["depths"]:
+        row = [str(d["depth"]), str(d["pairs"]), _f(d["greedy_acceptance"]),
+               *[_f(d["sampled_acceptance"][t]) for t in temps], _f(d["label_accuracy"]),
+               _f(d["verifier_entropy"], 3), _f(d["draft_entropy"], 3)]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append(f"\nExpected tokens per verifier step (bonus counted): "
+                 f"{_f(summary['expected_tokens_per_step'], 3)}. Definitions: docs/MTP.md.\n")
+    return "\n".join(lines)

@@ -38,6 +38,9 @@ def _dist() -> tuple[int, int, Callable[[torch.Tensor], torch.Tensor] | None]:
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and os.environ.get(
             "CKPT_AUDIT_DIST_BACKEND", "") != "gloo" else "gloo"
+        if backend == "nccl":  # one GPU per rank, before NCCL picks device 0 for everyone
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local % torch.cuda.device_count())
         dist.init_process_group(backend=backend)
         import atexit
 

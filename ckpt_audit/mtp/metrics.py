@@ -50,8 +50,8 @@ def row_stats(p: torch.Tensor, q: torch.Tensor, temps: list[float]
         agree[sl] = a
         lp, lq = torch.log_softmax(pc, -1), torch.log_softmax(qc, -1)
         pe, qe = lp.exp(), lq.exp()
-        ent_p[sl] = -torch.linalg.vecdot(pe, lp)
-        ent_q[sl] = -torch.linalg.vecdot(qe, lq)
+        ent_p[sl] = -torch.einsum("rv,rv->r", pe, lp)
+        ent_q[sl] = -torch.einsum("rv,rv->r", qe, lq)
         for j, t in enumerate(temps):
             if t == 0:
                 betas[j][sl] = a

@@ -108,8 +108,7 @@ def register(app: typer.Typer) -> None:
         convention: str | None = typer.Option(None, "--convention"),
         width: int | None = typer.Option(None, "--width", min=40, help="Pin the width."),
     ) -> None:
-        """Trend of the final (and MTP) norms over a run: ratios, first step out of band,
-        sudden jumps, sparklines, optional PNG."""
+        """Final and MTP norms over a run: ratios, first step out of band, jumps, plot."""
         code = run_trend(run, fmt=fmt, output=output, config=config, fail_on=fail_on,
                          incomplete=incomplete, jump=jump, roles=roles, gains=gains, plot=plot,
                          plot_size=plot_size, baseline=baseline, settle=settle, github=github,

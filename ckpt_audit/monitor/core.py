@@ -59,13 +59,9 @@ class GainReading:
 
 
 def _strip_wrappers(name: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for w in _WRAPPERS:
-            if name.startswith(w):
-                name, changed = name[len(w):], True
-    return name
+    from ckpt_audit.readers.torch_reader import strip_prefixes
+
+    return strip_prefixes(name, _WRAPPERS)
 
 
 def _model_config(module: Any) -> tuple[str, dict[str, Any]]:

@@ -31,12 +31,12 @@ SKIP_KEYS = frozenset({"optimizer", "optimizer_states", "optim", "lr_scheduler",
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 
-def strip_prefixes(name: str) -> str:
-    """Remove DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) prefixes."""
+def strip_prefixes(name: str, prefixes: tuple[str, ...] = STRIP_PREFIXES) -> str:
+    """Remove DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) prefixes (or others)."""
     changed = True
     while changed:
         changed = False
-        for p in STRIP_PREFIXES:
+        for p in prefixes:
             if name.startswith(p):
                 name = name[len(p) :]
                 changed = True

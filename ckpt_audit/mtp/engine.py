@@ -76,9 +76,13 @@ def _progress(enabled: bool, total: int, what: str) -> Iterator[Callable[[], Non
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    err = Console(stderr=True)
+    if not err.is_terminal:  # CI logs and pipes get no bar (and no stray newline)
+        yield lambda: None
+        return
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+                  console=err, transient=True) as bar:
         task = bar.add_task(what, total=total)
         yield lambda: bar.advance(task)
 

@@ -31,27 +31,33 @@ def temp_key(t: float) -> str:
 
 def row_stats(p: torch.Tensor, q: torch.Tensor, temps: list[float]
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Per row of verifier logits p and draft logits q [..., V]: argmax agreement, entropy of p
-    and q (nats, temperature 1), and Σ_x min(p_T(x), q_T(x)) for each temperature T.
+    """Per row of verifier logits p and draft logits q ([R, V] or [B, M, V]): argmax agreement,
+    entropy of p and q (nats, temperature 1), and Σ_x min(p_T(x), q_T(x)) for each T.
 
     T = 0 means greedy: the acceptance probability is the argmax agreement. Rows are processed
     in chunks (float32) so that a 100k+ vocabulary never makes more than a few chunk copies.
     """
-    shape = p.shape[:-1]
-    p2, q2 = p.reshape(-1, p.shape[-1]), q.reshape(-1, q.shape[-1])
-    agree = torch.empty(p2.shape[0], dtype=torch.float64, device=p.device)
+    if p.dim() == 2:
+        p, q = p.unsqueeze(0), q.unsqueeze(0)
+        squeeze = True
+    else:
+        squeeze = False
+    # chunks of whole leading rows, kept as (strided) views: slices like p[:, k:] are never
+    # copied into a contiguous buffer
+    n, m, v = p.shape
+    agree = torch.empty(n, m, dtype=torch.float64, device=p.device)
     ent_p, ent_q = torch.empty_like(agree), torch.empty_like(agree)
     betas = [torch.empty_like(agree) for _ in temps]
-    step = max(1, _CHUNK_ELEMS // max(1, p2.shape[-1]))
-    for s in range(0, p2.shape[0], step):
+    step = max(1, _CHUNK_ELEMS // max(1, m * v))
+    for s in range(0, n, step):
         sl = slice(s, s + step)
-        pc, qc = p2[sl].float(), q2[sl].float()
+        pc, qc = p[sl].float(), q[sl].float()
         a = pc.argmax(-1) == qc.argmax(-1)
         agree[sl] = a
         lp, lq = torch.log_softmax(pc, -1), torch.log_softmax(qc, -1)
         pe, qe = lp.exp(), lq.exp()
-        ent_p[sl] = -torch.einsum("rv,rv->r", pe, lp)
-        ent_q[sl] = -torch.einsum("rv,rv->r", qe, lq)
+        ent_p[sl] = -torch.einsum("...v,...v->...", pe, lp)
+        ent_q[sl] = -torch.einsum("...v,...v->...", qe, lq)
         for j, t in enumerate(temps):
             if t == 0:
                 betas[j][sl] = a
@@ -60,8 +66,9 @@ def row_stats(p: torch.Tensor, q: torch.Tensor, temps: list[float]
             else:
                 pt, qt = torch.softmax(pc / t, -1), torch.softmax(qc / t, -1)
                 betas[j][sl] = torch.minimum(pt, qt).sum(-1)
-    return (agree.view(shape), ent_p.view(shape), ent_q.view(shape),
-            [b.view(shape) for b in betas])
+    if squeeze:
+        return agree[0], ent_p[0], ent_q[0], [b[0] for b in betas]
+    return agree, ent_p, ent_q, betas
 
 
 class AcceptSums:

@@ -23,6 +23,7 @@ def run_audit(
     show: int,
     width: int | None,
     baseline: str | None = None,
+    probe: str | None = None,
 ) -> int:
     """Audit, render, and return the exit code (0 pass, 1 findings at/above fail_on)."""
     from ckpt_audit.audit import audit_checkpoint
@@ -46,12 +47,42 @@ def run_audit(
         from ckpt_audit.gate import with_baseline
 
         report = with_baseline(report, baseline, policy)
+    summary = None
+    if probe:  # MTP acceptance figures (docs/MTP.md); runs the model, needs the mtp extra
+        from ckpt_audit.mtp.engine import accept_summary
+
+        summary = accept_summary(path, probe, device=device)
     if fmt == "table" and output is None:
         from ckpt_audit.report.table import print_table
 
         print_table(report, console(width), show=show)
+        if summary is not None:
+            from ckpt_audit.mtp.render import print_summary
+
+            print_summary(summary, console(width))
     else:
-        emit(render(report, fmt, width=width, fail_on=threshold, show=show), output, [path])
+        text = render(report, fmt, width=width, fail_on=threshold, show=show)
+        if summary is not None and fmt == "json":
+            import json
+
+            obj = json.loads(text)
+            obj["acceptance"] = summary
+            text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+        elif summary is not None and fmt == "markdown":
+            from ckpt_audit.mtp.render import summary_markdown
+
+            text += summary_markdown(summary)
+        elif summary is not None and fmt == "table":
+            from io import StringIO
+
+            from rich.console import Console
+
+            from ckpt_audit.mtp.render import print_summary
+
+            buf = StringIO()
+            print_summary(summary, Console(file=buf, width=width or 120, soft_wrap=False))
+            text += buf.getvalue()
+        emit(text, output, [path])
     return exit_code([report], threshold)
 
 
@@ -81,8 +112,10 @@ def register(app: typer.Typer) -> None:
                                          help="Pin the table width."),
         baseline: str | None = typer.Option(
             None, "--baseline", help="Fail on drift from a known-good JSON report."),
+        probe: str | None = typer.Option(
+            None, "--probe", help="Also measure MTP draft acceptance on this probe file."),
     ) -> None:
         """Audit every norm gain of a checkpoint against the policy's bands."""
         code = run_audit(path, fmt, output, config, fail_on, format_hint, d_model, convention,
-                         expect_init, device, show, width, baseline)
+                         expect_init, device, show, width, baseline, probe)
         raise typer.Exit(code)

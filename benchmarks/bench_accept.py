@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Benchmark: a whole ``accept`` scoring pass vs a plain trunk forward over the same probe.
+
+Issue 4's budget: the accept run costs at most 1.3x a plain forward of the trunk over the same
+probe on the same device. Both timings use the same loaded model, the same batches and
+``torch.inference_mode``; each is the best of ``--repeat`` runs after one warm-up. Also printed:
+the end-to-end ``accept_run`` time including loading and probe reading.
+
+Models:
+- ``stories``: the real stories260K trunk + its trained head (needs ../shared/data); 5 blocks,
+  so one MTP block is a 20% increase on its own: the worst case for the ratio.
+- ``synthetic``: a random Llama (d=1024, 24 blocks, vocab 32000) with a random depth-1 head in
+  DeepSeek HF naming: closer to real models, where one block is a few percent of the trunk
+  and the head (run twice) matters.
+
+    PYTHONPATH=. python benchmarks/bench_accept.py --model stories
+    PYTHONPATH=. python benchmarks/bench_accept.py --model synthetic --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ckpt_audit.mtp import fixture  # noqa: E402
+from ckpt_audit.mtp.engine import accept_run, batches  # noqa: E402
+from ckpt_audit.mtp.loader import load  # noqa: E402
+from ckpt_audit.mtp.metrics import AcceptSums  # noqa: E402
+from ckpt_audit.mtp.modules import run_chain  # noqa: E402
+
+
+def make_stories(out: Path) -> Path:
+    from safetensors.numpy import load_file
+
+    head = load_file(str(ROOT / "tests/mtp/data/stories260K_mtp1_head.safetensors"))
+    return fixture.make_fixture(ROOT.parent / "shared/data/stories260K.bin", out, head)
+
+
+def make_synthetic(out: Path, d: int = 1024, layers: int = 24, vocab: int = 32000) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = dict(model_type="llama", vocab_size=vocab, hidden_size=d, intermediate_size=int(d * 2.75),
+               num_hidden_layers=layers, num_attention_heads=d // 64, num_key_value_heads=d // 128,
+               max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=False,
+               rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+               num_nextn_predict_layers=1, architectures=["LlamaForCausalLM"])
+    torch.manual_seed(0)
+    big = LlamaForCausalLM(LlamaConfig(**{**cfg, "num_hidden_layers": layers + 1}))
+    sd = {k: v.detach().numpy() for k, v in big.state_dict().items()}
+    rng = np.random.default_rng(0)
+    p = f"model.layers.{layers}."
+    sd[p + "enorm.weight"] = np.ones(d, np.float32)
+    sd[p + "hnorm.weight"] = np.ones(d, np.float32)
+    sd[p + "shared_head.norm.weight"] = np.ones(d, np.float32)
+    sd[p + "eh_proj.weight"] = rng.normal(0, 0.02, (d, 2 * d)).astype(np.float32)
+    return fixture.write_checkpoint(out, cfg, sd)
+
+
+def probe(path: Path, vocab: int, n: int, length: int) -> Path:
+    rng = np.random.default_rng(1)
+    path.write_text("".join(json.dumps({"input_ids": [1] + rng.integers(3, vocab, length - 1)
+                                        .tolist()}) + "\n" for _ in range(n)))
+    return path
+
+
+def interleaved(fns: list, repeat: int, sync) -> list[float]:  # type: ignore[type-arg]
+    """Best-of-``repeat`` wall time of each function, runs interleaved (A B A B ...) so that a
+    shared machine's load changes hit both alike; one warm-up run each first."""
+    for fn in fns:
+        fn()
+    sync()
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            sync()
+            best[i] = min(best[i], time.perf_counter() - t)
+    return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=["stories", "synthetic"], default="stories")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--docs", type=int, default=32)
+    ap.add_argument("--length", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        ck = (make_stories if args.model == "stories" else make_synthetic)(Path(tmp) / "ck")
+        m = load(str(ck), device=args.device, dtype=args.dtype)
+        pf = probe(Path(tmp) / "probe.jsonl", m.vocab_size, args.docs, args.length)
+        seqs = [json.loads(x)["input_ids"] for x in pf.read_text().splitlines()]
+        bl = list(batches(seqs, args.batch_size, m.device))
+        sync = torch.cuda.synchronize if m.device.type == "cuda" else (lambda: None)
+
+        def plain() -> None:
+            with torch.inference_mode():
+                for ids, _ in bl:
+                    m.model(input_ids=ids, use_cache=False)
+
+        def scoring() -> None:
+            sums = AcceptSums(len(m.depths), [1.0], m.device)
+            with torch.inference_mode():
+                for ids, lengths in bl:
+                    out = m.trunk(ids)
+                    sums.add(out.logits, run_chain(m.trunk, m.depths, out, ids), ids, lengths)
+            sums.figures()
+
+        t_plain, t_acc = interleaved([plain, scoring], args.repeat, sync)
+        t0 = time.perf_counter()
+        accept_run(str(ck), str(pf), device=args.device, dtype=args.dtype,
+                   batch_size=args.batch_size)
+        t_e2e = time.perf_counter() - t0
+    ntok = args.docs * args.length
+    print(f"model {args.model}, device {m.device} {str(m.dtype).replace('torch.', '')}, "
+          f"{args.docs} x {args.length} tokens, batch {args.batch_size}, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"plain trunk forward : {t_plain:8.3f} s  ({ntok / t_plain:,.0f} tok/s)")
+    print(f"accept scoring pass : {t_acc:8.3f} s  ({ntok / t_acc:,.0f} tok/s)  "
+          "(trunk + MTP chain + all per-depth statistics)")
+    print(f"ratio               : {t_acc / t_plain:8.3f}  (budget 1.3)")
+    print(f"accept_run end to end (load + probe + score): {t_e2e:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

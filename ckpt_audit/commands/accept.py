@@ -1,0 +1,88 @@
+"""``ckpt-audit accept CKPT --probe FILE``: MTP draft acceptance measured from the checkpoint.
+
+Definitions, alignment and the JSON schema: docs/MTP.md. torch/transformers are imported only
+when the command runs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from ckpt_audit.commands._common import console, emit
+from ckpt_audit.errors import CkptAuditError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("accept")
+    def accept(
+        ckpt: str = typer.Argument(..., help="Checkpoint folder (config.json + weights)."),
+        probe: str = typer.Option(..., "--probe", "-p",
+                                  help="JSONL (input_ids or text) or plain text, one doc a line."),
+        temperature: list[float] = typer.Option(
+            [1.0], "--temperature", "-t", help="Sampling temperature(s); repeat for several."),
+        max_tokens: int | None = typer.Option(None, "--max-tokens", min=2,
+                                                 help="Truncate each document to N tokens."),
+        max_docs: int | None = typer.Option(None, "--max-docs", min=1,
+                                               help="Use the first N documents."),
+        batch_size: int = typer.Option(8, "--batch-size", "-b", min=1),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+        dtype: str = typer.Option("auto", "--dtype",
+                                  help="auto | float32 | bfloat16 | float16"),
+        device_map: str | None = typer.Option(
+            None, "--device-map", help="auto: spread the trunk over devices with accelerate."),
+        layout: str = typer.Option("auto", "--layout",
+                                   help="auto | deepseek-hf | megatron | qwen3-next | mimo"),
+        concat_order: str | None = typer.Option(
+            None, "--concat-order", help="embedding-first | hidden-first (default per layout)."),
+        max_depths: int | None = typer.Option(None, "--depths", min=1,
+                                                 help="Score only the first N depths."),
+        speculate: bool = typer.Option(False, "--speculate",
+                                       help="Also run a real greedy draft-and-verify loop."),
+        spec_prompt: int = typer.Option(8, "--spec-prompt-tokens", min=1),
+        spec_new: int = typer.Option(32, "--spec-new-tokens", min=2),
+        what_if_renorm: bool = typer.Option(
+            False, "--what-if-renorm", help="Also score with the final gain rescaled to ratio 1."),
+        final_scale: float | None = typer.Option(
+            None, "--final-scale", help="Also score with the final gain multiplied by X."),
+        grad_balance: bool = typer.Option(
+            False, "--grad-balance", help="Gradient norms of main vs λ·MTP loss on the trunk."),
+        mtp_lambda: float | None = typer.Option(None, "--mtp-lambda",
+                                                   help="λ for --grad-balance."),
+        fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
+        output: str | None = typer.Option(None, "--output", "-o", help="Write to FILE."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Measure MTP draft acceptance on a probe set, teacher-forced, from a checkpoint."""
+        if fmt not in ("table", "json"):
+            raise CkptAuditError(f"--format must be table or json, not {fmt!r}")
+        from ckpt_audit.mtp.engine import accept_run
+
+        res = accept_run(ckpt, probe, temperatures=tuple(temperature), max_tokens=max_tokens,
+                         max_docs=max_docs, batch_size=batch_size, device=device, dtype=dtype,
+                         device_map=device_map, layout=layout, concat_order=concat_order,
+                         max_depths=max_depths, what_if_renorm=what_if_renorm,
+                         final_scale=final_scale, speculate=speculate,
+                         spec_prompt_tokens=spec_prompt, spec_new_tokens=spec_new,
+                         grad_balance=grad_balance, mtp_lambda=mtp_lambda, progress=not quiet)
+        import os
+
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
+        if fmt == "json":
+            emit(json.dumps(res, indent=2) + "\n", output, [ckpt])
+        elif output:
+            from io import StringIO
+
+            from rich.console import Console
+
+            from ckpt_audit.mtp.render import print_result
+
+            buf = StringIO()
+            print_result(res, Console(file=buf, width=120, soft_wrap=False))
+            emit(buf.getvalue(), output, [ckpt])
+        else:
+            from ckpt_audit.mtp.render import print_result
+
+            print_result(res, console())

@@ -1,0 +1,226 @@
+"""One ``accept`` run: load, score the probe teacher-forced, optional extras, one JSON dict.
+
+The trunk runs once per batch; its logits are the verifier and its pre-final-norm h feeds the
+MTP chain (one block per depth), so the extra cost over a plain trunk forward is one block, one
+head and the per-row statistics. ``--what-if-renorm``/``--final-scale`` reuse the same h: only
+the final norm and head are re-applied with the final gain scaled.
+
+Data parallel: under ``torchrun`` (``WORLD_SIZE`` > 1) each rank scores every WORLD_SIZE-th
+document of the length-sorted probe and every sum is all-reduced (gloo on CPU, nccl on GPU), so
+N ranks report what one would (up to float64 summation order).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from ckpt_audit.errors import CkptAuditError
+from ckpt_audit.mtp.loader import Loaded, load
+from ckpt_audit.mtp.metrics import AcceptSums, temp_key
+from ckpt_audit.mtp.modules import run_chain
+from ckpt_audit.mtp.probe import read_probe
+
+SCHEMA = "ckpt-audit.accept/1"
+
+
+def _dist() -> tuple[int, int, Callable[[torch.Tensor], torch.Tensor] | None]:
+    """(rank, world size, sum-reducer) — the reducer is None when running alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get(
+            "CKPT_AUDIT_DIST_BACKEND", "") != "gloo" else "gloo"
+        if backend == "nccl":  # one GPU per rank, before NCCL picks device 0 for everyone
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local % torch.cuda.device_count())
+        dist.init_process_group(backend=backend)
+        import atexit
+
+        atexit.register(dist.destroy_process_group)
+    backend_dev = torch.device("cuda", torch.cuda.current_device()) \
+        if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    def reduce(t: torch.Tensor) -> torch.Tensor:
+        x = t.detach().to(backend_dev, torch.float64).clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        return x.to(t.device)
+
+    return dist.get_rank(), world, reduce
+
+
+def batches(seqs: list[list[int]], batch_size: int, device: torch.device
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Right-padded id batches (pad id 0, never scored: attention is causal) and lengths."""
+    for s in range(0, len(seqs), batch_size):
+        chunk = seqs[s : s + batch_size]
+        L = max(len(x) for x in chunk)
+        ids = torch.zeros(len(chunk), L, dtype=torch.long)
+        for j, x in enumerate(chunk):
+            ids[j, : len(x)] = torch.tensor(x)
+        yield ids.to(device), torch.tensor([len(x) for x in chunk])
+
+
+@contextmanager
+def _progress(enabled: bool, total: int, what: str) -> Iterator[Callable[[], None]]:
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    err = Console(stderr=True)
+    if not err.is_terminal:  # CI logs and pipes get no bar (and no stray newline)
+        yield lambda: None
+        return
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda: bar.advance(task)
+
+
+def _scales(m: Loaded, renorm: bool, final_scale: float | None) -> list[tuple[str, float]]:
+    out = []
+    if renorm:
+        r = m.final_gain_ratio
+        if r <= 0:
+            raise CkptAuditError("the final gain is all zeros: cannot renormalise", m.display)
+        out.append(("renorm", 1.0 / r))
+    if final_scale is not None:
+        if final_scale <= 0:
+            raise CkptAuditError("--final-scale must be positive")
+        out.append(("final-scale", float(final_scale)))
+    return out
+
+
+def accept_run(ckpt: str, probe: str, *, temperatures: tuple[float, ...] = (1.0,),
+               max_tokens: int | None = None, max_docs: int | None = None,
+               batch_size: int = 8, device: str = "auto", dtype: str = "auto",
+               device_map: str | None = None, layout: str | None = None,
+               concat_order: str | None = None, max_depths: int | None = None,
+               what_if_renorm: bool = False, final_scale: float | None = None,
+               speculate: bool = False, spec_prompt_tokens: int = 8, spec_new_tokens: int = 32,
+               grad_balance: bool = False, mtp_lambda: float | None = None,
+               progress: bool = False, loaded: Loaded | None = None) -> dict[str, Any]:
+    """Measure MTP draft acceptance of ``ckpt`` on ``probe``; returns the JSON-ready dict."""
+    if batch_size < 1:
+        raise CkptAuditError("--batch-size must be at least 1")
+    temps = [float(t) for t in temperatures] or [1.0]
+    if any(t < 0 for t in temps):
+        raise CkptAuditError("--temperature must be >= 0")
+    rank, world, reduce = _dist()
+    if world > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
+    m = loaded or load(ckpt, layout=layout, order=concat_order, device=device, dtype=dtype,
+                       device_map=device_map, max_depths=max_depths)
+    context = int(getattr(m.model.config, "max_position_embeddings", 0) or 0) or None
+    seqs = read_probe(probe, ckpt, m.vocab_size, max_tokens=max_tokens, max_docs=max_docs,
+                      context=context)
+    seqs.sort(key=len, reverse=True)
+    mine = seqs[rank::world]
+    scales = _scales(m, what_if_renorm, final_scale)
+    sums = AcceptSums(len(m.depths), temps, m.device)
+    what_if = [AcceptSums(len(m.depths), temps, m.device) for _ in scales]
+    n_batches = (len(mine) + batch_size - 1) // batch_size
+    show = progress and rank == 0 and n_batches > 1
+    with torch.inference_mode(), _progress(show, n_batches, "accept") as tick:
+        for ids, lengths in batches(mine, batch_size, m.device):
+            out = m.trunk(ids)
+            drafts = run_chain(m.trunk, m.depths, out, ids)
+            sums.add(out.logits, drafts, ids, lengths)
+            for (_, c), acc in zip(scales, what_if, strict=True):
+                normed = m.trunk.final_norm(out.hidden) * c
+                acc.add(m.trunk.head(normed), drafts, ids, lengths)
+            tick()
+    if reduce is not None:
+        sums.tensor = reduce(sums.tensor)
+        for acc in what_if:
+            acc.tensor = reduce(acc.tensor)
+    depths, etps, etps_s = sums.figures()
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "checkpoint": m.display,
+        "layout": m.layout,
+        "concat_order": m.order,
+        "device": str(m.device),
+        "dtype": str(m.dtype).replace("torch.", ""),
+        "world_size": world,
+        "sequences": len(seqs),
+        "positions": sum(len(s) for s in seqs),
+        "temperatures": [temp_key(t) for t in temps],
+        "final_gain_ratio": m.final_gain_ratio,
+        "depths": depths,
+        "expected_tokens_per_step": etps,
+        "expected_tokens_per_step_sampled": etps_s,
+        "notes": list(m.notes),
+    }
+    if scales:
+        result["what_if"] = []
+        for (kind, c), acc in zip(scales, what_if, strict=True):
+            d, e, es = acc.figures()
+            result["what_if"].append({
+                "kind": kind, "final_scale": c, "final_gain_ratio": m.final_gain_ratio * c,
+                "depths": d, "expected_tokens_per_step": e,
+                "expected_tokens_per_step_sampled": es})
+    if speculate:
+        result["speculate"] = _speculate(m, mine, spec_prompt_tokens, spec_new_tokens,
+                                         context, reduce)
+    if grad_balance:
+        result["grad_balance"] = _grad_balance(m, mine, batch_size, mtp_lambda, reduce, show)
+    return result
+
+
+def _speculate(m: Loaded, seqs: list[list[int]], prompt: int, new: int, context: int | None,
+               reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> dict[str, Any]:
+    from ckpt_audit.mtp.speculate import speculate, speculate_figures
+
+    sums = speculate(m.trunk, m.depths, seqs, prompt_tokens=prompt, new_tokens=new,
+                     device=m.device, context=context)
+    if reduce is not None:
+        keys = list(sums)
+        vec = reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64))
+        sums = dict(zip(keys, vec.tolist(), strict=True))
+    out = speculate_figures(sums)
+    out["prompt_tokens"] = prompt
+    out["new_tokens"] = new
+    return out
+
+
+def mtp_lambda_from(m: Loaded, override: float | None) -> tuple[float, str]:
+    """λ: ``--mtp-lambda``, else the config's ``mtp_loss_scaling_factor``, else Megatron's 0.1."""
+    if override is not None:
+        return float(override), "--mtp-lambda"
+    for key in ("mtp_loss_scaling_factor", "mtp_loss_weight", "mtp_lambda"):
+        val = m.config.get(key)
+        if isinstance(val, int | float) and not isinstance(val, bool):
+            return float(val), f"config {key}"
+    return 0.1, "default (Megatron-core mtp_loss_scaling_factor 0.1)"
+
+
+def _grad_balance(m: Loaded, seqs: list[list[int]], batch_size: int, lam: float | None,
+                  reduce: Callable[[torch.Tensor], torch.Tensor] | None,
+                  show: bool) -> dict[str, Any]:
+    from ckpt_audit.mtp.gradbal import grad_balance
+
+    value, source = mtp_lambda_from(m, lam)
+    bl = list(batches(seqs, batch_size, m.device))
+    with _progress(show, len(bl), "grad-balance") as tick:
+        out = grad_balance(m.trunk, m.depths, bl, value, reduce=reduce, progress=tick)
+    out["lambda_source"] = source
+    return out
+
+
+def accept_summary(path: str, probe: str, **kwargs: Any) -> dict[str, Any]:
+    """The figures ``audit --probe`` adds to its report: greedy/sampled acceptance per depth and
+    expected tokens per step (same definitions as ``accept``; keyword arguments as accept_run)."""
+    full = accept_run(path, probe, **kwargs)
+    keep = ("schema", "layout", "positions", "depths", "expected_tokens_per_step", "notes")
+    return {k: full[k] for k in keep}

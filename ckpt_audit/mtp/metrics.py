@@ -1,0 +1,155 @@
+"""Teacher-forced acceptance figures, accumulated as exact sums and counts.
+
+Alignment (docs/MTP.md has the table): for a sequence t_0..t_{T-1}, the depth-k draft made at
+position i predicts t_{i+k+1} and pairs with the verifier (main model) at position i+k. It needs
+the input token t_{i+k}, so i runs over 0..T-1-k: T-k pairs (T-1 at depth 1). Label accuracy
+needs the label t_{i+k+1} itself: i over 0..T-2-k, T-k-1 positions.
+
+Everything is kept as float64 sums and integer-valued counts in one tensor per accumulator, so
+batches and data-parallel ranks combine by plain addition (never averages of averages) and the
+final figures are ratios of totals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+#: Rows of a logits matrix processed at once: bounds the float32 copies to ~64 M elements.
+_CHUNK_ELEMS = 1 << 26
+
+# Column layout of the per-depth accumulator.
+PAIRS, GREEDY, LABEL_PAIRS, LABEL_OK, ENT_P, ENT_Q, CUM_GREEDY = range(7)
+_FIXED = 7
+
+
+def temp_key(t: float) -> str:
+    """JSON key of a temperature: Python's ``str(float(T))`` ("1.0", "0.7")."""
+    return str(float(t))
+
+
+def row_stats(p: torch.Tensor, q: torch.Tensor, temps: list[float]
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Per row of verifier logits p and draft logits q ([R, V] or [B, M, V]): argmax agreement,
+    entropy of p and q (nats, temperature 1), and Σ_x min(p_T(x), q_T(x)) for each T.
+
+    T = 0 means greedy: the acceptance probability is the argmax agreement. Rows are processed
+    in chunks (float32) so that a 100k+ vocabulary never makes more than a few chunk copies.
+    """
+    if p.dim() == 2:
+        p, q = p.unsqueeze(0), q.unsqueeze(0)
+        squeeze = True
+    else:
+        squeeze = False
+    # chunks of whole leading rows, kept as (strided) views: slices like p[:, k:] are never
+    # copied into a contiguous buffer
+    n, m, v = p.shape
+    agree = torch.empty(n, m, dtype=torch.float64, device=p.device)
+    ent_p, ent_q = torch.empty_like(agree), torch.empty_like(agree)
+    betas = [torch.empty_like(agree) for _ in temps]
+    step = max(1, _CHUNK_ELEMS // max(1, m * v))
+    for s in range(0, n, step):
+        sl = slice(s, s + step)
+        pc, qc = p[sl].float(), q[sl].float()
+        a = pc.argmax(-1) == qc.argmax(-1)
+        agree[sl] = a
+        lp, lq = torch.log_softmax(pc, -1), torch.log_softmax(qc, -1)
+        pe, qe = lp.exp(), lq.exp()
+        ent_p[sl] = -torch.einsum("...v,...v->...", pe, lp)
+        ent_q[sl] = -torch.einsum("...v,...v->...", qe, lq)
+        for j, t in enumerate(temps):
+            if t == 0:
+                betas[j][sl] = a
+            elif t == 1:
+                betas[j][sl] = torch.minimum(pe, qe).sum(-1)
+            else:
+                pt, qt = torch.softmax(pc / t, -1), torch.softmax(qc / t, -1)
+                betas[j][sl] = torch.minimum(pt, qt).sum(-1)
+    if squeeze:
+        return agree[0], ent_p[0], ent_q[0], [b[0] for b in betas]
+    return agree, ent_p, ent_q, betas
+
+
+class AcceptSums:
+    """Sums per depth; ``add`` a batch, ``tensor`` to all-reduce, ``figures`` to report."""
+
+    def __init__(self, n_depths: int, temps: list[float], device: torch.device) -> None:
+        self.temps = list(temps)
+        self.n_depths = n_depths
+        width = _FIXED + 2 * len(self.temps)
+        self.tensor = torch.zeros(n_depths, width, dtype=torch.float64, device=device)
+
+    def add(self, p: torch.Tensor, drafts: list[torch.Tensor], ids: torch.Tensor,
+            lengths: torch.Tensor) -> None:
+        """One padded batch: verifier logits p [B, L, V], draft logits per depth, ids [B, L]."""
+        b, L = ids.shape
+        nt = len(self.temps)
+        dev = self.tensor.device
+        cum_g = torch.ones(b, L, dtype=torch.float64, device=dev)
+        cum_s = torch.ones(nt, b, L, dtype=torch.float64, device=dev)
+        lengths = lengths.to(dev)
+        for k, q in enumerate(drafts, start=1):
+            m = L - k
+            if m <= 0:
+                break
+            pos = torch.arange(m, device=dev)
+            valid = pos[None, :] < (lengths[:, None] - k)  # i <= T-1-k
+            lab_valid = pos[None, :] < (lengths[:, None] - k - 1)  # i <= T-2-k
+            pk, qk = p[:, k:, :].to(dev), q[:, :m, :].to(dev)
+            # computed on every position (pads included: no gather copies), masked after
+            agree, ent_p, ent_q, betas = row_stats(pk, qk, self.temps)
+            def keep(x: torch.Tensor, valid: torch.Tensor = valid) -> torch.Tensor:
+                return torch.where(valid, x, 0.0)  # not x * mask: a NaN pad row stays out
+
+            full_a = keep(agree)
+            cum_g[:, :m] *= full_a
+            row = self.tensor[k - 1]
+            row[PAIRS] += valid.sum()
+            row[GREEDY] += full_a.sum()
+            row[ENT_P] += keep(ent_p).sum()
+            row[ENT_Q] += keep(ent_q).sum()
+            row[CUM_GREEDY] += keep(cum_g[:, :m]).sum()
+            for j in range(nt):
+                full_b = keep(betas[j])
+                cum_s[j, :, :m] *= full_b
+                row[_FIXED + j] += full_b.sum()
+                row[_FIXED + nt + j] += keep(cum_s[j, :, :m]).sum()
+            if m > 1:
+                labels = ids[:, k + 1 :].to(dev)
+                draft_arg = qk[:, : m - 1].argmax(-1)
+                ok = (draft_arg == labels) & lab_valid[:, : m - 1]
+                row[LABEL_PAIRS] += lab_valid.sum()
+                row[LABEL_OK] += ok.sum()
+
+    def figures(self) -> tuple[list[dict[str, Any]], float, dict[str, float]]:
+        """Per-depth figures, expected tokens per verifier step (greedy) and per temperature."""
+        t = self.tensor.detach().cpu().tolist()
+        nt = len(self.temps)
+        depths: list[dict[str, Any]] = []
+        etps, etps_s = 1.0, {temp_key(x): 1.0 for x in self.temps}
+        for k, row in enumerate(t, start=1):
+            n = row[PAIRS]
+
+            def ratio(x: float, d: float) -> float | None:
+                return x / d if d else None
+
+            entry: dict[str, Any] = {
+                "depth": k,
+                "pairs": int(n),
+                "greedy_acceptance": ratio(row[GREEDY], n),
+                "sampled_acceptance": {temp_key(x): ratio(row[_FIXED + j], n)
+                                       for j, x in enumerate(self.temps)},
+                "label_accuracy": ratio(row[LABEL_OK], row[LABEL_PAIRS]),
+                "label_pairs": int(row[LABEL_PAIRS]),
+                "verifier_entropy": ratio(row[ENT_P], n),
+                "draft_entropy": ratio(row[ENT_Q], n),
+                "cumulative_acceptance": ratio(row[CUM_GREEDY], n),
+                "cumulative_sampled_acceptance": {temp_key(x): ratio(row[_FIXED + nt + j], n)
+                                                  for j, x in enumerate(self.temps)},
+            }
+            depths.append(entry)
+            etps += entry["cumulative_acceptance"] or 0.0
+            for key, v in entry["cumulative_sampled_acceptance"].items():
+                etps_s[key] += v or 0.0
+        return depths, etps, etps_s

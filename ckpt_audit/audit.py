@@ -6,7 +6,10 @@ only the gains' bytes (one batched ``read_many``) and never writes anything anyw
 
 from __future__ import annotations
 
+import gc
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -175,6 +178,23 @@ def audit_checkpoint(
     device: str = "cpu",
 ) -> AuditReport:
     """Open ``path`` (file, folder or URL) and audit it."""
-    with open_checkpoint(path, format_hint) as reader:
+    with gc_paused(), open_checkpoint(path, format_hint) as reader:
         return audit_reader(reader, policy=policy, d_model=d_model, convention=convention,
                             expect_init=expect_init, device=device)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for one audit.
+
+    A large checkpoint's headers are ~10^5 small dicts, held until the reader closes. They are
+    trees, freed by reference counting when the reader goes; the collector's repeated passes over
+    them while they live are pure overhead (measured: a third of a DeepSeek-V3-shaped audit).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

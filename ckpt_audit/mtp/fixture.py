@@ -2,8 +2,8 @@
 
 Used by the tests, the benchmark and ``scripts/make_mtp_fixture.py``. Three steps:
 
-1. :func:`read_llama2c` parses llama2.c's v0 ("legacy") binary: seven int32 header fields then
-   float32 weights in run.c's order.
+1. :func:`read_llama2c` reads llama2.c's v0 ("legacy") binary through the audit's llama2.c
+   reader and restacks it into run.c's layout.
 2. :func:`to_hf_state_dict` renames them to Hugging Face Llama names. llama2.c rotates adjacent
    pairs (interleaved rotary); HF rotates the two halves of each head, so q/k rows are permuted
    per head (the inverse of llama2.c's ``permute_reverse`` in ``export.py``). The conversion is
@@ -16,7 +16,6 @@ Used by the tests, the benchmark and ``scripts/make_mtp_fixture.py``. Three step
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,6 @@ from typing import Any
 import numpy as np
 
 from ckpt_audit.errors import FormatError
-
-HEADER = struct.Struct("<7i")
 
 
 @dataclass(frozen=True)
@@ -47,49 +44,46 @@ class Llama2cModel:
         return self.dim // self.n_heads
 
 
+#: run.c's stacked per-layer weights and the reader's per-layer names for them
+_PER_LAYER = {
+    "rms_att_weight": "input_layernorm.weight", "wq": "self_attn.q_proj.weight",
+    "wk": "self_attn.k_proj.weight", "wv": "self_attn.v_proj.weight",
+    "wo": "self_attn.o_proj.weight", "rms_ffn_weight": "post_attention_layernorm.weight",
+    "w1": "mlp.gate_proj.weight", "w2": "mlp.down_proj.weight", "w3": "mlp.up_proj.weight",
+}
+_GLOBAL = {
+    "token_embedding_table": "model.embed_tokens.weight", "rms_final_weight": "model.norm.weight",
+    "freq_cis_real": "rope.freq_cis_real", "freq_cis_imag": "rope.freq_cis_imag",
+    "wcls": "lm_head.weight",
+}
+
+
 def read_llama2c(path: str | Path) -> Llama2cModel:
-    """Parse a llama2.c v0 checkpoint (the layout of run.c's ``memory_map_weights``)."""
-    raw = Path(path).read_bytes()
-    if len(raw) < HEADER.size:
-        raise FormatError("too short for a llama2.c header", str(path))
-    dim, hidden, n_layers, n_heads, n_kv, vocab, seq_len = HEADER.unpack_from(raw)
-    if raw[:4] == b"ak42" or min(dim, hidden, n_layers, n_heads, n_kv, seq_len) <= 0:
-        raise FormatError("not a llama2.c v0 file (bad header)", str(path))
-    shared = vocab > 0
-    vocab = abs(vocab)
-    hs = dim // n_heads
-    kv_dim = n_kv * hs
-    shapes: list[tuple[str, tuple[int, ...]]] = [
-        ("token_embedding_table", (vocab, dim)),
-        ("rms_att_weight", (n_layers, dim)),
-        ("wq", (n_layers, dim, dim)),
-        ("wk", (n_layers, kv_dim, dim)),
-        ("wv", (n_layers, kv_dim, dim)),
-        ("wo", (n_layers, dim, dim)),
-        ("rms_ffn_weight", (n_layers, dim)),
-        ("w1", (n_layers, hidden, dim)),
-        ("w2", (n_layers, dim, hidden)),
-        ("w3", (n_layers, hidden, dim)),
-        ("rms_final_weight", (dim,)),
-        ("freq_cis_real", (seq_len, hs // 2)),
-        ("freq_cis_imag", (seq_len, hs // 2)),
-    ]
-    if not shared:
-        shapes.append(("wcls", (vocab, dim)))
-    flat = np.frombuffer(raw, dtype="<f4", offset=HEADER.size)
-    weights: dict[str, np.ndarray] = {}
-    off = 0
-    for name, shape in shapes:
-        n = int(np.prod(shape))
-        if off + n > flat.size:
-            raise FormatError(f"truncated at tensor {name}", str(path))
-        weights[name] = flat[off : off + n].reshape(shape).astype(np.float32)
-        off += n
-    if off != flat.size:
-        raise FormatError(f"{(flat.size - off) * 4} unexpected trailing bytes", str(path))
-    if shared:
+    """Read a llama2.c v0 checkpoint into run.c's layout (stacked per-layer weights).
+
+    The bytes are parsed by the audit's own reader (:mod:`ckpt_audit.readers.llama2c_reader`,
+    which checks every offset against the file size); this only restacks its per-layer tensors
+    into run.c's ``[n_layers, ...]`` arrays (q/k rows stay in llama2.c's rotary order).
+    """
+    from ckpt_audit.io import LocalLocation
+    from ckpt_audit.readers.llama2c_reader import Llama2cReader
+
+    with Llama2cReader(LocalLocation(str(path))) as reader:
+        cfg = reader.config()
+        if cfg.get("llama2c_version") != 0:
+            raise FormatError("the fixture needs a llama2.c v0 file", str(path))
+        names = list(reader.tensors())
+        t = reader.read_many(names)
+    n_layers = int(cfg["num_hidden_layers"])
+    weights = {k: t[v].astype(np.float32) for k, v in _GLOBAL.items() if v in t}
+    for k, v in _PER_LAYER.items():
+        weights[k] = np.stack([t[f"model.layers.{i}.{v}"] for i in range(n_layers)]).astype(
+            np.float32)
+    if "wcls" not in weights:  # shared classifier
         weights["wcls"] = weights["token_embedding_table"]
-    return Llama2cModel(dim, hidden, n_layers, n_heads, n_kv, vocab, seq_len, weights)
+    return Llama2cModel(int(cfg["hidden_size"]), int(cfg["intermediate_size"]), n_layers,
+                        int(cfg["num_attention_heads"]), int(cfg["num_key_value_heads"]),
+                        int(cfg["vocab_size"]), int(cfg["max_position_embeddings"]), weights)
 
 
 def _rms(x: np.ndarray, w: np.ndarray, eps: float = 1e-5) -> np.ndarray:

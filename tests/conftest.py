@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +78,34 @@ def run_subprocess(args: list[str], **kw: object) -> CliResult:
     p = subprocess.run([sys.executable, "-m", "ckpt_audit", *args], capture_output=True,
                        text=True, env=env, timeout=300, **kw)  # type: ignore[call-overload]
     return CliResult(p.returncode, p.stdout, p.stderr)
+
+
+@contextmanager
+def moto_s3(bucket: str) -> Iterator[tuple[dict[str, str], Any]]:
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1 with one empty bucket.
+
+    Yields the storage options for ``s3://`` reads and a boto3 client to fill the bucket.
+    Dummy credentials are set in the environment for the duration; nothing leaves the machine.
+    """
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        client.create_bucket(Bucket=bucket)
+        yield {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}, client
+    finally:
+        server.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

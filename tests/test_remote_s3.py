@@ -11,9 +11,9 @@ import pytest
 
 from ckpt_audit.errors import RemoteError
 from ckpt_audit.remote import RemoteOptions, remote_location
+from tests.conftest import moto_s3
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
 
 BUCKET = "ckpts"
@@ -22,29 +22,11 @@ BUCKET = "ckpts"
 @pytest.fixture(scope="module")
 def s3():
     """A moto S3 server with one bucket holding a big object and a small folder."""
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    client.create_bucket(Bucket=BUCKET)
-    big = os.urandom(2 * 1024 * 1024)
-    client.put_object(Bucket=BUCKET, Key="run/big.bin", Body=big)
-    client.put_object(Bucket=BUCKET, Key="run/config.json", Body=b'{"hidden_size": 4}')
-    opts = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
-    try:
+    with moto_s3(BUCKET) as (opts, client):
+        big = os.urandom(2 * 1024 * 1024)
+        client.put_object(Bucket=BUCKET, Key="run/big.bin", Body=big)
+        client.put_object(Bucket=BUCKET, Key="run/config.json", Body=b'{"hidden_size": 4}')
         yield opts, big
-    finally:
-        server.stop()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_s3_ranged_reads_and_byte_count(s3):

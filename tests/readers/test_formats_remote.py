@@ -8,13 +8,13 @@ found by listing). Each gives the figures of the same checkpoint read from local
 from __future__ import annotations
 
 import json
-import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import moto_s3, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -83,33 +83,13 @@ def test_http_missing_iteration_is_a_clear_error(http: RangeServer, tmp_path: Pa
 
 
 @pytest.fixture(scope="module")
-def s3_opts() -> dict:
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    opts = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
-    client = boto3.client("s3", endpoint_url=opts["endpoint_url"], region_name="us-east-1")
-    client.create_bucket(Bucket="ckpts")
-    for sub in ("megatron/legacy_pp2_vp2", "megatron/torch_dist", "deepspeed/zero3_dp2"):
-        for p in (DATA / sub).rglob("*"):
-            if p.is_file():
-                client.upload_file(str(p), "ckpts", str(p.relative_to(DATA)))
-    try:
+def s3_opts() -> Iterator[dict]:
+    with moto_s3("ckpts") as (opts, client):
+        for sub in ("megatron/legacy_pp2_vp2", "megatron/torch_dist", "deepspeed/zero3_dp2"):
+            for p in (DATA / sub).rglob("*"):
+                if p.is_file():
+                    client.upload_file(str(p), "ckpts", str(p.relative_to(DATA)))
         yield opts
-    finally:
-        server.stop()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.mark.parametrize("layout", ["megatron/legacy_pp2_vp2", "megatron/torch_dist",

@@ -57,28 +57,48 @@ def _register_commands() -> None:
 _register_commands()
 
 
+#: Optional packages and the extra that installs them (``pip install 'ckpt-audit[EXTRA]'``).
+OPTIONAL = {"torch": "mtp", "transformers": "mtp", "tokenizers": "mtp", "accelerate": "mtp",
+            "safetensors": "mtp", "gguf": "gguf", "fsspec": "remote", "s3fs": "remote",
+            "gcsfs": "remote", "aiohttp": "remote", "huggingface_hub": "remote",
+            "matplotlib": "plot", "lightning": "all"}
+
+
+def error_line(exc: BaseException) -> tuple[str, int] | None:
+    """The one line and exit code for an expected failure, or None for a real bug.
+
+    Pure (tested on its own): input errors (:class:`CkptAuditError`), a missing optional
+    package, and command-line usage errors (Typer's bundled click exceptions, recognised by
+    their ``show``/``exit_code`` interface since click is vendored and may not be importable).
+    """
+    if isinstance(exc, CkptAuditError):
+        return f"ckpt-audit: error: {exc}", exc.exit_code
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        if top in OPTIONAL:
+            return (f"ckpt-audit: error: this needs the optional package {top!r}: "
+                    f"pip install 'ckpt-audit[{OPTIONAL[top]}]'", 2)
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning input errors into one line and exit code 2."""
     debug = os.environ.get("CKPT_AUDIT_DEBUG") == "1"
     try:
         rv = app(args=argv, standalone_mode=False)
-    except CkptAuditError as exc:
-        if debug:
-            raise
-        sys.stderr.write(f"ckpt-audit: error: {exc}\n")
-        sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("ckpt-audit: interrupted\n")
         sys.exit(130)
-    except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        expected = error_line(exc)
+        if expected is not None and not debug:
+            sys.stderr.write(expected[0] + "\n")
+            sys.exit(expected[1])
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):  # a usage error: click's own message
+            show()
             sys.exit(2)
         if debug:
             raise

@@ -291,7 +291,7 @@ class HttpLocation(Location):
             if ok and final.endswith("/"):  # the server redirected .../ckpt to .../ckpt/
                 self._dir = True
             else:
-                self._dir = not ok and bool(self._present(WELL_KNOWN[:3]))
+                self._dir = not ok and bool(self._present(WELL_KNOWN))
         return self._dir
 
     def exists(self) -> bool:

@@ -64,6 +64,12 @@ def test_http_equals_local(http: RangeServer, layout: str, fmt: str) -> None:
     assert 0 < http.bytes_served <= size  # never more than the files themselves
 
 
+@pytest.mark.parametrize("layout", ["megatron/torch_dist", "megatron/legacy_tp1",
+                                    "deepspeed/zero2"])
+def test_http_folder_url_without_trailing_slash(http: RangeServer, layout: str) -> None:
+    _same(_audit(http.url(layout)), _audit(str(DATA / layout)))
+
+
 def test_http_torch_dist_fetches_metadata_plus_gain_chunks(http: RangeServer) -> None:
     it = DATA / "megatron" / "torch_dist" / "iter_0000010"
     http.reset_counts()

@@ -158,6 +158,20 @@ def allow_inert(module: str, name: str) -> None:
     INERT_GLOBALS.add((module, name))
 
 
+#: Modules that extend the allowlist when imported (format readers with their own globals).
+EXTENSIONS = ("ckpt_audit.readers.megatron_common", "ckpt_audit.readers.dcp_metadata",
+              "ckpt_audit.readers.deepspeed_zero3")
+
+
+def _load_extensions() -> None:
+    """Import every allowlist extension, so what a pickle may name never depends on which
+    reader happened to be imported first (``--format-hint torch`` on a Megatron file)."""
+    import importlib
+
+    for mod in EXTENSIONS:
+        importlib.import_module(mod)
+
+
 def _inert_class(module: str, name: str) -> type[Inert]:
     return type(name, (Inert,), {"__slots__": (), "qualname": f"{module}.{name}"})
 
@@ -171,6 +185,8 @@ class SafeUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         key = (module, name)
+        if key not in SAFE_GLOBALS and key not in INERT_GLOBALS:
+            _load_extensions()
         if key in SAFE_GLOBALS:
             return SAFE_GLOBALS[key]
         if key in INERT_GLOBALS:

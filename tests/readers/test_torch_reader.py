@@ -102,3 +102,18 @@ def test_truncated_zip(tmp_path: Path) -> None:
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(FormatError, match="cut.pt"):
         open_checkpoint(str(tmp_path / "cut.pt")).tensors()
+
+
+def test_format_hint_torch_reads_a_megatron_pt_with_the_full_allowlist() -> None:
+    """The allowlist does not depend on which reader was imported first."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    pt = root / "tests/data/megatron/legacy_tp1/iter_0000010/mp_rank_00/model_optim_rng.pt"
+    code = ("import sys; from ckpt_audit.readers.registry import open_checkpoint; "
+            "r = open_checkpoint(sys.argv[1], 'torch'); "
+            "print('decoder.final_layernorm.weight' in r.tensors())")
+    p = subprocess.run([sys.executable, "-c", code, str(pt)], capture_output=True, text=True,
+                       cwd=root)
+    assert p.stdout.strip() == "True", p.stderr

@@ -32,11 +32,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ckpt_audit.mtp import fixture  # noqa: E402
 from ckpt_audit.mtp.engine import accept_run, batches  # noqa: E402
 from ckpt_audit.mtp.loader import load  # noqa: E402
 from ckpt_audit.mtp.metrics import AcceptSums  # noqa: E402
 from ckpt_audit.mtp.modules import run_chain  # noqa: E402
+from tests.support import mtp_fixture as fixture  # noqa: E402
 
 
 def make_stories(out: Path) -> Path:

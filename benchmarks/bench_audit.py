@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ckpt_audit.audit import audit_checkpoint  # noqa: E402
+from ckpt_audit.core.audit import audit_checkpoint  # noqa: E402
 
 
 def best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
@@ -135,7 +135,7 @@ def main() -> None:
         for _ in range(args.repeat):  # interleaved, so both see the same machine state
             t_bare.append(best(lambda: bare_loop(sparse), 1))
             t_audit.append(best(lambda: audit_checkpoint(sparse), 1))
-        from ckpt_audit.audit import gc_paused
+        from ckpt_audit.core.audit import gc_paused
 
         def bare_no_gc() -> None:
             with gc_paused():

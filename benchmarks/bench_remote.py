@@ -44,7 +44,7 @@ def _audit(url: str) -> tuple[dict[str, float], int, str]:
     import ckpt_audit
 
     if os.path.exists(os.path.join(os.path.dirname(ckpt_audit.__file__), "audit.py")):
-        from ckpt_audit.audit import audit_checkpoint
+        from ckpt_audit.core.audit import audit_checkpoint
 
         report = audit_checkpoint(url)
         ratios = {rec.name: rec.stats.ratio for rec in report.norms}

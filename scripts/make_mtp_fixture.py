@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ckpt_audit.mtp import fixture  # noqa: E402
+from tests.support import mtp_fixture as fixture  # noqa: E402
 
 
 def main() -> int:

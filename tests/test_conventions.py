@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ckpt_audit.audit import audit_checkpoint, resolve_d_model
-from ckpt_audit.conventions import convention_for, detect_convention, resolve_convention
+from ckpt_audit.core.audit import audit_checkpoint, resolve_d_model
+from ckpt_audit.core.conventions import convention_for, detect_convention, resolve_convention
 from ckpt_audit.demo import write_safetensors
-from ckpt_audit.model import Convention
+from ckpt_audit.records import Convention
 
 
 @pytest.mark.parametrize("cfg,expected", [

@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ckpt_audit.audit import audit_checkpoint
-from ckpt_audit.discovery import classify_name, discover
-from ckpt_audit.model import Convention, Role, Severity, TensorInfo
+from ckpt_audit.core.audit import audit_checkpoint
+from ckpt_audit.core.discovery import classify_name, discover
+from ckpt_audit.records import Convention, Role, Severity, TensorInfo
 from tests.hf_models import build, perturb_gains
 
 EXPECTED_FINAL = {
@@ -186,7 +186,7 @@ def test_olmo1_has_no_gains(tmp_path: Path) -> None:
 
 
 def test_stats_match_numpy_reference() -> None:
-    from ckpt_audit.stats import gain_stats
+    from ckpt_audit.core.stats import gain_stats
 
     rng = np.random.default_rng(3)
     for n in (1, 7, 64, 7168):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.io import location
 from ckpt_audit.readers.gguf_reader import GGUFReader
+from ckpt_audit.storage import location
 
 gguf = pytest.importorskip("gguf")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ckpt_audit.core.stats import gain_stats
+from ckpt_audit.core.stats_torch import gain_stats_torch
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.gpu import gain_stats_torch
-from ckpt_audit.model import Convention
-from ckpt_audit.stats import gain_stats
+from ckpt_audit.records import Convention
 
 
 def test_torch_backend_matches_numpy() -> None:
@@ -33,7 +33,7 @@ def test_cuda_absent_is_a_clear_error() -> None:
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    from ckpt_audit.audit import pick_device
+    from ckpt_audit.core.audit import pick_device
 
     with pytest.raises(CkptAuditError, match="no CUDA device"):
         pick_device("cuda")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.io import location
 from ckpt_audit.readers.llama2c_reader import MAGIC, Llama2cReader
+from ckpt_audit.storage import location
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

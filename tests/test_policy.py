@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from ckpt_audit.commands.bands import bands_table
+from ckpt_audit.core.policy import Bands, default_policy_text, load_policy
 from ckpt_audit.errors import PolicyError
-from ckpt_audit.model import Role, Severity, Status
-from ckpt_audit.policy import Bands, default_policy_text, load_policy
+from ckpt_audit.records import Role, Severity, Status
 
 ROOT = Path(__file__).resolve().parent.parent
 

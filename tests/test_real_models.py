@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ckpt_audit.audit import audit_checkpoint
-from ckpt_audit.model import Role
+from ckpt_audit.core.audit import audit_checkpoint
+from ckpt_audit.records import Role
 from tests.conftest import require_data
 
 

@@ -13,8 +13,7 @@ import sys
 import pytest
 
 from ckpt_audit.errors import FormatError, RemoteError
-from ckpt_audit.io import location
-from ckpt_audit.remote import RemoteOptions, merge_ranges, remote_location
+from ckpt_audit.storage import RemoteOptions, location, merge_ranges, remote_location
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))

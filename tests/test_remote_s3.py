@@ -10,7 +10,7 @@ import os
 import pytest
 
 from ckpt_audit.errors import RemoteError
-from ckpt_audit.remote import RemoteOptions, remote_location
+from ckpt_audit.storage import RemoteOptions, remote_location
 from tests.conftest import moto_s3
 
 pytest.importorskip("s3fs")

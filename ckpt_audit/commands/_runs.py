@@ -9,8 +9,8 @@ from typing import Any
 
 from ckpt_audit.commands._common import emit, refuse_inside
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.model import Convention, Severity
-from ckpt_audit.runaudit import CheckpointResult
+from ckpt_audit.records import Convention, Severity
+from ckpt_audit.runs.audit import CheckpointResult
 
 INCOMPLETE_CHOICES = ("ignore", "warn", "fail")
 
@@ -41,7 +41,7 @@ def apply_baseline(results: Sequence[CheckpointResult], baseline_path: str | Non
     """Add ``baseline-drift``/``baseline-missing`` findings to every audited checkpoint."""
     if not baseline_path:
         return tuple(results)
-    from ckpt_audit.gate import (
+    from ckpt_audit.runs.gate import (
         baseline_findings,
         load_baseline,
         policy_baseline_roles,
@@ -72,7 +72,7 @@ def exit_code(results: Sequence[CheckpointResult], fail_on: Severity, incomplete
 def ci_outputs(results: Sequence[CheckpointResult], markdown: str | None,
                github: bool | None) -> None:
     """Under GitHub Actions (or ``--github``): annotations on stdout, Markdown step summary."""
-    from ckpt_audit.gate import annotations_for, append_step_summary, in_github_actions
+    from ckpt_audit.runs.gate import annotations_for, append_step_summary, in_github_actions
 
     if github is None:
         github = in_github_actions()
@@ -89,7 +89,7 @@ def ci_outputs(results: Sequence[CheckpointResult], markdown: str | None,
 
 
 def junit(suite: str, results: Sequence[CheckpointResult], fail_on: Severity) -> str:
-    from ckpt_audit.gate import junit_runs
+    from ckpt_audit.runs.gate import junit_runs
 
     level = "warn" if fail_on.rank <= Severity.WARN.rank else "fail"
     return junit_runs(suite, [(r.checkpoint.path, r.checkpoint.step, r.verdict, r.findings,
@@ -110,7 +110,7 @@ def write(text: str, output: str | None) -> None:
 
 def band_list(policy: Any, role: str = "final") -> list[tuple[str, float | None, float | None]]:
     """The policy's ladder for ``role`` as ``(status, lo, hi)`` ratios, for plot shading."""
-    from ckpt_audit.model import Role
+    from ckpt_audit.records import Role
 
     ranges = policy.bands_for(Role(role)).ranges()
     return [(status.value, lo, hi) for status, (lo, hi) in ranges.items()]

@@ -77,12 +77,12 @@ def register(app: typer.Typer) -> None:
 
             from rich.console import Console
 
-            from ckpt_audit.mtp.render import print_result
+            from ckpt_audit.report.accept import print_result
 
             buf = StringIO()
             print_result(res, Console(file=buf, width=120, soft_wrap=False))
             emit(buf.getvalue(), output, [ckpt])
         else:
-            from ckpt_audit.mtp.render import print_result
+            from ckpt_audit.report.accept import print_result
 
             print_result(res, console())

@@ -6,7 +6,7 @@ import typer
 
 from ckpt_audit.commands._common import console, emit
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.model import Convention
+from ckpt_audit.records import Convention
 
 
 def run_audit(
@@ -26,10 +26,10 @@ def run_audit(
     probe: str | None = None,
 ) -> int:
     """Audit, render, and return the exit code (0 pass, 1 findings at/above fail_on)."""
-    from ckpt_audit.audit import audit_checkpoint
-    from ckpt_audit.policy import load_policy
+    from ckpt_audit.core.audit import audit_checkpoint
+    from ckpt_audit.core.policy import load_policy
+    from ckpt_audit.core.verdict import exit_code, parse_fail_on
     from ckpt_audit.report import FORMATS, render
-    from ckpt_audit.verdict import exit_code, parse_fail_on
 
     if fmt not in FORMATS:
         raise CkptAuditError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -44,7 +44,7 @@ def run_audit(
     report = audit_checkpoint(path, policy=policy, format_hint=format_hint, d_model=d_model,
                               convention=conv, expect_init=expect_init, device=device)
     if baseline:
-        from ckpt_audit.gate import with_baseline
+        from ckpt_audit.runs.gate import with_baseline
 
         report = with_baseline(report, baseline, policy)
     summary = None
@@ -57,7 +57,7 @@ def run_audit(
 
         print_table(report, console(width), show=show)
         if summary is not None:
-            from ckpt_audit.mtp.render import print_summary
+            from ckpt_audit.report.accept import print_summary
 
             print_summary(summary, console(width))
     else:
@@ -69,7 +69,7 @@ def run_audit(
             obj["acceptance"] = summary
             text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
         elif summary is not None and fmt == "markdown":
-            from ckpt_audit.mtp.render import summary_markdown
+            from ckpt_audit.report.accept import summary_markdown
 
             text += summary_markdown(summary)
         elif summary is not None and fmt == "table":
@@ -77,7 +77,7 @@ def run_audit(
 
             from rich.console import Console
 
-            from ckpt_audit.mtp.render import print_summary
+            from ckpt_audit.report.accept import print_summary
 
             buf = StringIO()
             print_summary(summary, Console(file=buf, width=width or 120, soft_wrap=False))

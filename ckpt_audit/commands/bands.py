@@ -8,9 +8,9 @@ from typing import Any
 
 import typer
 
+from ckpt_audit.core.policy import Policy
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.model import Role
-from ckpt_audit.policy import Policy
+from ckpt_audit.records import Role
 
 
 def bands_table(policy: Policy, d_model: int, role: Role) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from ckpt_audit.policy import load_policy
+        from ckpt_audit.core.policy import load_policy
 
         try:
             r = Role(role)

@@ -18,13 +18,13 @@ def run_compare(runs: list[str], *, fmt: str = "table", output: str | None = Non
     """Audit every run, compare each with the first; exit 1 when any run diverges."""
     from ckpt_audit.commands._common import console
     from ckpt_audit.commands.trend import parse_size
-    from ckpt_audit.compare import compare_to_dict, first_divergence
-    from ckpt_audit.plot import plot_compare
-    from ckpt_audit.policy import load_policy
-    from ckpt_audit.render_runs import print_compare, to_text
-    from ckpt_audit.runaudit import audit_checkpoints
-    from ckpt_audit.runs import discover_run
-    from ckpt_audit.trend import series
+    from ckpt_audit.core.policy import load_policy
+    from ckpt_audit.report.plot import plot_compare
+    from ckpt_audit.report.runs import print_compare, to_text
+    from ckpt_audit.runs.audit import audit_checkpoints
+    from ckpt_audit.runs.compare import compare_to_dict, first_divergence
+    from ckpt_audit.runs.discovery import discover_run
+    from ckpt_audit.runs.trend import series
 
     if len(runs) < 2:
         raise CkptAuditError("compare needs at least two runs")

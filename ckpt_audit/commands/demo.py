@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from ckpt_audit.audit import audit_checkpoint
+        from ckpt_audit.core.audit import audit_checkpoint
         from ckpt_audit.demo import write_demo_run
         from ckpt_audit.report.summary import fmt_ratio
         from ckpt_audit.report.table import STYLE, VERDICT_STYLE, print_table
@@ -55,10 +55,10 @@ def register(app: typer.Typer) -> None:
 
 def _print_trend(con: object, run: str) -> None:
     """The same run seen by ``ckpt-audit trend``: ratio per step, first step out of band."""
-    from ckpt_audit.render_runs import print_trend
-    from ckpt_audit.runaudit import audit_checkpoints
-    from ckpt_audit.runs import discover_run
-    from ckpt_audit.trend import build_trend
+    from ckpt_audit.report.runs import print_trend
+    from ckpt_audit.runs.audit import audit_checkpoints
+    from ckpt_audit.runs.discovery import discover_run
+    from ckpt_audit.runs.trend import build_trend
 
     trend = build_trend(run, audit_checkpoints(discover_run(run).checkpoints))
     con.print("\n[bold]The run over time (ckpt-audit trend):[/bold]")  # type: ignore[attr-defined]

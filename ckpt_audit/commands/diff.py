@@ -16,11 +16,11 @@ def run_diff(a: str, b: str, *, fmt: str = "table", output: str | None = None,
     """Audit both checkpoints and diff them; exit 1 when ``max_change`` is set and exceeded."""
     import math
 
-    from ckpt_audit.audit import audit_checkpoint
     from ckpt_audit.commands._common import console
-    from ckpt_audit.compare import diff_reports, diff_to_dict
-    from ckpt_audit.policy import load_policy
-    from ckpt_audit.render_runs import print_diff, to_text
+    from ckpt_audit.core.audit import audit_checkpoint
+    from ckpt_audit.core.policy import load_policy
+    from ckpt_audit.report.runs import print_diff, to_text
+    from ckpt_audit.runs.compare import diff_reports, diff_to_dict
 
     _runs.check_choice("--format", fmt, ("table", "json"))
     _runs.refuse_inside_any(output, [a, b])

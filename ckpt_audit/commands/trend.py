@@ -32,13 +32,13 @@ def run_trend(run: str, *, fmt: str = "table", output: str | None = None,
               width: int | None = None) -> int:
     """Discover, audit, build the trend, render it; return the exit code."""
     from ckpt_audit.commands._common import console
-    from ckpt_audit.plot import plot_trend
-    from ckpt_audit.policy import load_policy
-    from ckpt_audit.render_runs import print_trend, to_text, trend_markdown
-    from ckpt_audit.runaudit import audit_checkpoints
-    from ckpt_audit.runs import discover_run
-    from ckpt_audit.trend import build_trend, series, trend_to_dict
-    from ckpt_audit.verdict import parse_fail_on
+    from ckpt_audit.core.policy import load_policy
+    from ckpt_audit.core.verdict import parse_fail_on
+    from ckpt_audit.report.plot import plot_trend
+    from ckpt_audit.report.runs import print_trend, to_text, trend_markdown
+    from ckpt_audit.runs.audit import audit_checkpoints
+    from ckpt_audit.runs.discovery import discover_run
+    from ckpt_audit.runs.trend import build_trend, series, trend_to_dict
 
     _runs.check_choice("--format", fmt, FORMATS)
     _runs.check_choice("--incomplete", incomplete, _runs.INCOMPLETE_CHOICES)

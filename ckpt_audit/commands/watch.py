@@ -36,12 +36,17 @@ def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
     ``max_polls`` polls (never, when ``max_polls`` is ``None``)."""
     import os
 
-    from ckpt_audit.policy import load_policy
+    from ckpt_audit.core.policy import load_policy
     from ckpt_audit.report.json_report import report_to_dict
-    from ckpt_audit.runaudit import audit_one
-    from ckpt_audit.runs import Run, discover_run
-    from ckpt_audit.watch import check_state_path, default_state_path, load_state, pending
-    from ckpt_audit.watch import save_state as save
+    from ckpt_audit.runs.audit import audit_one
+    from ckpt_audit.runs.discovery import Run, discover_run
+    from ckpt_audit.runs.watch_state import (
+        check_state_path,
+        default_state_path,
+        load_state,
+        pending,
+    )
+    from ckpt_audit.runs.watch_state import save_state as save
 
     _runs.check_choice("--exit-on", exit_on, ("never", "warn", "fail"))
     _runs.check_choice("--format", fmt, ("table", "json"))
@@ -55,7 +60,7 @@ def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
     policy = load_policy(config)
     kwargs = _runs.audit_kwargs(policy, format_hint, d_model, convention)
     st = load_state(state_path, run)
-    from ckpt_audit.model import Severity
+    from ckpt_audit.records import Severity
 
     threshold = {"warn": Severity.WARN, "fail": Severity.FAIL}.get(exit_on)
     session: list = []

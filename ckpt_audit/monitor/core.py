@@ -1,10 +1,12 @@
 """The framework-free core of the training-time monitor: read gains from a live ``nn.Module``.
 
 The gains are found with the same discovery and role tables as the checkpoint audit
-(:func:`ckpt_audit.discovery.discover`), applied to the module's parameter names (wrapper prefixes
+(:func:`ckpt_audit.core.discovery.discover`), applied to the module's parameter names (wrapper
+prefixes
 such as ``module.``, ``_orig_mod.`` or a Lightning attribute like ``model.`` are stripped), so
 ``model.norm.weight`` of a live Llama is the ``final`` gain exactly as in its checkpoint. Each
-gain's statistics come from :func:`ckpt_audit.stats.gain_stats` and its status from the policy, so
+gain's statistics come from :func:`ckpt_audit.core.stats.gain_stats` and its status from the policy,
+so
 the numbers match ``ckpt-audit audit`` on a checkpoint saved at the same step.
 
 Step 0 check (the article's ``assert abs(norm0 - sqrt(d_model)) < 0.01``), generalised: every
@@ -20,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ckpt_audit.model import Convention, Role, Severity, Status, TensorInfo
+from ckpt_audit.records import Convention, Role, Severity, Status, TensorInfo
 
 _WRAPPERS = ("module.", "_orig_mod.", "_forward_module.", "_fsdp_wrapped_module.")
 _TORCH_DTYPES = {"torch.float32": "F32", "torch.bfloat16": "BF16", "torch.float16": "F16",
@@ -84,7 +86,7 @@ def find_gains(module: Any, *, config: Mapping[str, Any] | None = None
     Names are the module's parameter names less wrapper prefixes and, for a transformers model
     held inside another module (a LightningModule's ``self.model``), less the path to it.
     """
-    from ckpt_audit.discovery import discover
+    from ckpt_audit.core.discovery import discover
 
     prefix, found_cfg = _model_config(module)
     cfg = dict(config) if config is not None else found_cfg
@@ -107,9 +109,9 @@ def read_gains(module: Any, *, policy: Any = None, convention: Convention | None
     """Measure every gain of ``module`` now and classify it with ``policy`` (default policy)."""
     import numpy as np
 
-    from ckpt_audit.conventions import convention_for, resolve_convention
-    from ckpt_audit.policy import load_policy
-    from ckpt_audit.stats import gain_stats
+    from ckpt_audit.core.conventions import convention_for, resolve_convention
+    from ckpt_audit.core.policy import load_policy
+    from ckpt_audit.core.stats import gain_stats
 
     pol = policy if policy is not None else load_policy(None)
     gains, cfg = find_gains(module, config=config)

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ckpt_audit.core.layouts import mtp_count_from_config, num_layers_from_config, text_config
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.layouts import mtp_count_from_config, num_layers_from_config, text_config
 from ckpt_audit.mtp import mapping
 from ckpt_audit.mtp.modules import ORDERS, MtpDepth, Trunk
 from ckpt_audit.readers import open_checkpoint
@@ -68,7 +68,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
-        from ckpt_audit.gpu import require_cuda
+        from ckpt_audit.core.stats_torch import require_cuda
 
         require_cuda()
         return torch.device(device)

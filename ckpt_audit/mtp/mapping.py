@@ -3,7 +3,7 @@
 A *plan* maps the name a torch module expects (HF decoder-layer names, and the canonical names
 of :class:`~ckpt_audit.mtp.modules.MtpDepth`: ``enorm``, ``hnorm``, ``eh_proj``, ``final_norm``,
 ``block.*``) to ``(checkpoint tensor name, transform)``. Only the tensors a plan names are ever
-read. The prefixes mirror :data:`ckpt_audit.layouts.MTP_LAYOUTS` (the audit's table); this
+read. The prefixes mirror :data:`ckpt_audit.core.layouts.MTP_LAYOUTS` (the audit's table); this
 module adds what running a depth needs: every part's name and the block's parameter names.
 
 Layouts (DOMAIN.md section 4):

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ckpt_audit.io import Location
-from ckpt_audit.model import Convention, Finding, TensorInfo
+from ckpt_audit.records import Convention, Finding, TensorInfo
+from ckpt_audit.storage import Location
 
 
 class CheckpointReader(ABC):

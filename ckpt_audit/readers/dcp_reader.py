@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.io import ByteSource, Location
-from ckpt_audit.model import Convention, TensorInfo
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.dcp_metadata import METADATA_LIMIT, DcpChunk, DcpTensor, parse_metadata
 from ckpt_audit.readers.megatron_common import args_config, resolve_iteration, uses_offset_gains
 from ckpt_audit.readers.safe_pickle import TensorRef
 from ckpt_audit.readers.torch_reader import strip_prefixes
 from ckpt_audit.readers.torch_zip import ZIP_MAGIC, TorchArchive
+from ckpt_audit.records import Convention, TensorInfo
+from ckpt_audit.storage import ByteSource, Location
 
 METADATA = ".metadata"
 NEMO_WEIGHTS = "weights"  # NeMo 2: <ckpt>/weights/ (torch_dist) beside <ckpt>/context/

@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 
 from ckpt_audit.errors import CkptAuditError, FormatError
-from ckpt_audit.io import Location
-from ckpt_audit.model import Finding, Severity, TensorInfo
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.deepspeed_zero3 import Zero3Layout
 from ckpt_audit.readers.megatron_common import folder_exists, present
 from ckpt_audit.readers.safe_pickle import TensorRef
 from ckpt_audit.readers.torch_reader import strip_prefixes
 from ckpt_audit.readers.torch_zip import TorchArchive
+from ckpt_audit.records import Finding, Severity, TensorInfo
+from ckpt_audit.storage import Location
 
 LATEST = "latest"
 MODEL_FILE = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from ckpt_audit.errors import CkptAuditError, FormatError
-from ckpt_audit.io import Location
 from ckpt_audit.readers import safe_pickle
 from ckpt_audit.readers.safe_pickle import TensorRef
 from ckpt_audit.readers.torch_zip import TorchArchive
+from ckpt_audit.storage import Location
 
 ZERO3_MODEL = re.compile(r"^zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt$")
 ZERO3_OPTIM = re.compile(r"^(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt$")

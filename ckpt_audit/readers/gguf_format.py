@@ -3,7 +3,7 @@
 Why not just ``gguf.GGUFReader``: it memory-maps the file and trusts the header, so a corrupt or
 truncated file gives a numpy/struct traceback (or tries to build arrays from absurd counts)
 instead of a one-line error, and it cannot read through a remote byte source. This parser reads
-the header through :class:`~ckpt_audit.io.ByteSource` in growing chunks, validates as it goes,
+the header through :class:`~ckpt_audit.storage.ByteSource` in growing chunks, validates as it goes,
 and hands out tensor byte ranges; the ``gguf`` package supplies the type table
 (``GGML_QUANT_SIZES``) and dequantisation.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.io import ByteSource
+from ckpt_audit.storage import ByteSource
 
 GGUF_MAGIC = b"GGUF"
 MAX_DIMS = 4

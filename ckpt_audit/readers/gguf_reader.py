@@ -16,11 +16,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.io import ByteSource, Location
-from ckpt_audit.model import Convention, TensorInfo
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.dtypes import decode
 from ckpt_audit.readers.gguf_format import GGUF_MAGIC, GGUFHeader, GGUFTensor, parse_gguf
+from ckpt_audit.records import Convention, TensorInfo
+from ckpt_audit.storage import ByteSource, Location
 
 #: GGML types that are plain little-endian arrays, by safetensors dtype name
 _PLAIN = {0: "F32", 1: "F16", 30: "BF16", 28: "F64", 24: "I8", 25: "I16", 26: "I32", 27: "I64"}

@@ -31,10 +31,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.io import ByteSource, Location
-from ckpt_audit.model import Convention, TensorInfo
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.dtypes import ITEMSIZE, decode
+from ckpt_audit.records import Convention, TensorInfo
+from ckpt_audit.storage import ByteSource, Location
 
 MAGIC = 0x616B3432
 V1_HEADER = 256

@@ -20,8 +20,8 @@ import argparse
 from typing import Any
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.io import Location
 from ckpt_audit.readers import safe_pickle
+from ckpt_audit.storage import Location
 
 TRACKER = "latest_checkpointed_iteration.txt"
 
@@ -122,7 +122,7 @@ def args_config(args: Any) -> dict[str, Any]:
     """The model settings an audit needs from Megatron's ``args`` Namespace (plain values only).
 
     Keys follow Megatron's own names; ``hidden_size`` and ``mtp_num_layers`` are what
-    :func:`ckpt_audit.layouts.d_model_from_config` and the MTP layout table read.
+    :func:`ckpt_audit.core.layouts.d_model_from_config` and the MTP layout table read.
     """
     if isinstance(args, argparse.Namespace):
         items = vars(args)

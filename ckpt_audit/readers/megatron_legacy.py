@@ -25,8 +25,6 @@ from typing import Any
 import numpy as np
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.io import Location
-from ckpt_audit.model import Convention, Finding, Severity, TensorInfo
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.megatron_common import (
     args_config,
@@ -36,6 +34,8 @@ from ckpt_audit.readers.megatron_common import (
 )
 from ckpt_audit.readers.safe_pickle import TensorRef
 from ckpt_audit.readers.torch_zip import TorchArchive
+from ckpt_audit.records import Convention, Finding, Severity, TensorInfo
+from ckpt_audit.storage import Location
 
 RANK_DIR = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?(?:_(\d{3}))?$")
 RANK_FILES = ("model_optim_rng.pt", "model_rng.pt")

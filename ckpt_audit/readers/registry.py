@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 
 from ckpt_audit.errors import DetectionError
-from ckpt_audit.io import Location, location
 from ckpt_audit.readers.base import CheckpointReader
+from ckpt_audit.storage import Location, location
 
 #: (format name, module path, class name), in detection order.
 READERS: list[tuple[str, str, str]] = [

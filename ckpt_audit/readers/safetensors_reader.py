@@ -12,8 +12,6 @@ from typing import Any
 import numpy as np
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.io import ByteSource, Location
-from ckpt_audit.model import TensorInfo
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.dtypes import decode
 from ckpt_audit.readers.safetensors_format import (
@@ -22,6 +20,8 @@ from ckpt_audit.readers.safetensors_format import (
     header_length,
     parse_header,
 )
+from ckpt_audit.records import TensorInfo
+from ckpt_audit.storage import ByteSource, Location
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"

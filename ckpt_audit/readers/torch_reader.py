@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.io import Location
-from ckpt_audit.model import TensorInfo
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.safe_pickle import TensorRef
 from ckpt_audit.readers.torch_zip import ZIP_MAGIC, TorchArchive
+from ckpt_audit.records import TensorInfo
+from ckpt_audit.storage import Location
 
 INDEX_NAME = "pytorch_model.bin.index.json"
 SINGLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "consolidated.pth")

@@ -2,7 +2,7 @@
 
 Records are stored uncompressed (and 64-byte aligned), so a tensor's bytes are a plain range of
 the file: we parse the zip's central directory, then each record's local header, and read only
-the bytes a tensor view covers. Works over any :class:`~ckpt_audit.io.ByteSource`, local or
+the bytes a tensor view covers. Works over any :class:`~ckpt_audit.storage.ByteSource`, local or
 remote.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.io import ByteSource
 from ckpt_audit.readers.dtypes import ITEMSIZE, decode
 from ckpt_audit.readers.safe_pickle import TensorRef, safe_loads
+from ckpt_audit.storage import ByteSource
 
 ZIP_MAGIC = b"PK\x03\x04"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.model import AuditReport, Severity
+from ckpt_audit.records import AuditReport, Severity
 
 FORMATS = ("table", "json", "markdown", "junit")
 

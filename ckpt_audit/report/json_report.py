@@ -12,7 +12,7 @@ import json
 import math
 from typing import Any
 
-from ckpt_audit.model import AuditReport, NormRecord
+from ckpt_audit.records import AuditReport, NormRecord
 
 SCHEMA = "ckpt-audit.audit/1"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from ckpt_audit.model import AuditReport, Finding, Severity
+from ckpt_audit.records import AuditReport, Finding, Severity
 from ckpt_audit.report.summary import fmt_norm, fmt_ratio
 
 

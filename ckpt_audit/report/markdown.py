@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ckpt_audit.model import AuditReport
+from ckpt_audit.records import AuditReport
 from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending
 
 

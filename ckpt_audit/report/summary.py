@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ckpt_audit.model import AuditReport, NormRecord, Role, Severity, Status
+from ckpt_audit.records import AuditReport, NormRecord, Role, Severity, Status
 
 STATUS_ORDER = {s: i for i, s in enumerate(Status)}
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ckpt_audit.model import AuditReport, Severity
+from ckpt_audit.records import AuditReport, Severity
 from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending
 
 STYLE = {Severity.OK: "green", Severity.INFO: "cyan", Severity.WARN: "yellow",

@@ -18,7 +18,7 @@ def fixture_ckpt(stories_path: Path, tmp_path_factory: pytest.TempPathFactory) -
     """HF-Llama stories260K + the committed trained MTP head at model.layers.5 (read-only)."""
     from safetensors.numpy import load_file
 
-    from ckpt_audit.mtp.fixture import make_fixture
+    from tests.support.mtp_fixture import make_fixture
 
     out = tmp_path_factory.mktemp("stories-mtp") / "ckpt"
     return make_fixture(stories_path, out, load_file(str(HEAD)))
@@ -26,7 +26,7 @@ def fixture_ckpt(stories_path: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="session")
 def trunk_model(stories_path: Path) -> Any:
-    from ckpt_audit.mtp.fixture import build_trunk, read_llama2c
+    from tests.support.mtp_fixture import build_trunk, read_llama2c
 
     return build_trunk(read_llama2c(stories_path))
 
@@ -34,7 +34,7 @@ def trunk_model(stories_path: Path) -> Any:
 @pytest.fixture(scope="session")
 def probe_ids(trunk_model: Any) -> list[list[int]]:
     """24 sequences sampled from the trunk (seeded, lengths 40..63: padding gets exercised)."""
-    from ckpt_audit.mtp.fixture import sample_sequences
+    from tests.support.mtp_fixture import sample_sequences
 
     seqs = sample_sequences(trunk_model, 24, 64, seed=1234).tolist()
     return [s[: 40 + (7 * i) % 24] for i, s in enumerate(seqs)]

@@ -26,7 +26,7 @@ def _tensors(ckpt: Path) -> dict[str, np.ndarray]:
 
 
 def _write(out: Path, cfg: dict[str, Any], tensors: dict[str, np.ndarray]) -> Path:
-    from ckpt_audit.mtp.fixture import write_checkpoint
+    from tests.support.mtp_fixture import write_checkpoint
 
     return write_checkpoint(out, cfg, tensors)
 

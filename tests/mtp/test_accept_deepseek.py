@@ -37,7 +37,7 @@ def _rms(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 def deepseek(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, dict[str, Any]]:
     from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
 
-    from ckpt_audit.mtp.fixture import write_checkpoint
+    from tests.support.mtp_fixture import write_checkpoint
 
     torch.manual_seed(0)
     big = DeepseekV3ForCausalLM(DeepseekV3Config(**{**_config(), "num_hidden_layers": N + 1}))
@@ -114,8 +114,8 @@ def test_deepseek_v3_missing_expert_is_named(deepseek: Any, tmp_path: Path) -> N
     from safetensors.numpy import load_file
 
     from ckpt_audit.errors import CkptAuditError
-    from ckpt_audit.mtp.fixture import write_checkpoint
     from ckpt_audit.mtp.loader import load
+    from tests.support.mtp_fixture import write_checkpoint
 
     ck, _, _ = deepseek
     import json

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.mtp import fixture
+from tests.support import mtp_fixture as fixture
 
 
 def test_conversion_matches_run_c(stories_path: Path, trunk_model: Any) -> None:

@@ -18,7 +18,7 @@ def _untrained_ckpt(stories: Path, out: Path) -> Path:
     """The same trunk with a freshly initialised head (normal(0, 0.02) weights, unit norms)."""
     from safetensors.numpy import load_file
 
-    from ckpt_audit.mtp.fixture import make_fixture
+    from tests.support.mtp_fixture import make_fixture
 
     head = load_file(str(Path(__file__).parent / "data" / "stories260K_mtp1_head.safetensors"))
     rng = np.random.default_rng(5)

@@ -36,7 +36,7 @@ def _offset_rms(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6) -> torch.Te
 def test_qwen3_next_drafts_match_independent_computation(tmp_path: Path) -> None:
     from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
 
-    from ckpt_audit.mtp.fixture import write_checkpoint
+    from tests.support.mtp_fixture import write_checkpoint
 
     torch.manual_seed(0)
     big = Qwen3NextForCausalLM(Qwen3NextConfig(**{

@@ -16,7 +16,7 @@ from ckpt_audit.mtp.engine import accept_run
 def two_depths(fixture_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from safetensors.numpy import load_file
 
-    from ckpt_audit.mtp.fixture import write_checkpoint
+    from tests.support.mtp_fixture import write_checkpoint
 
     t = load_file(str(fixture_ckpt / "model.safetensors"))
     t.update({k.replace("model.layers.5.", "model.layers.6."): v for k, v in t.items()

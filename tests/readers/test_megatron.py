@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ckpt_audit.audit import audit_reader
+from ckpt_audit.core.audit import audit_reader
 from ckpt_audit.errors import CkptAuditError, FormatError
-from ckpt_audit.model import Convention, Severity
 from ckpt_audit.readers import open_checkpoint
+from ckpt_audit.records import Convention, Severity
 from tests.conftest import run_cli
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "megatron"

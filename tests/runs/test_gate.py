@@ -10,14 +10,14 @@ import pytest
 from runs_helpers import norm_ratio, run_cli
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.gate import (
+from ckpt_audit.records import Finding, Severity
+from ckpt_audit.runs.gate import (
     annotation,
     append_step_summary,
     in_github_actions,
     junit_runs,
     parse_baseline,
 )
-from ckpt_audit.model import Finding, Severity
 
 
 def test_annotation_escaping_follows_github_spec():
@@ -83,9 +83,9 @@ def test_watch_baseline_gate_and_annotations(llama_run, tmp_path, monkeypatch):
 
 
 def test_with_baseline_for_the_audit_command(llama_run, tmp_path):
-    from ckpt_audit.audit import audit_checkpoint
-    from ckpt_audit.gate import with_baseline
-    from ckpt_audit.policy import load_policy
+    from ckpt_audit.core.audit import audit_checkpoint
+    from ckpt_audit.core.policy import load_policy
+    from ckpt_audit.runs.gate import with_baseline
 
     base = tmp_path / "base.json"
     run_cli(["audit", os.path.join(llama_run, "checkpoint-100"), "-f", "json", "-o", str(base)])

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ckpt_audit.errors import DetectionError
-from ckpt_audit.runs import FileEntry, assess, discover_run, parse_name
+from ckpt_audit.runs.discovery import FileEntry, assess, discover_run, parse_name
 
 
 def _problems(run, name):

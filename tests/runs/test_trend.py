@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from runs_helpers import all_ratios, norm_ratio, run_cli, tree, write_mtp_run
 
-from ckpt_audit.trend import sparkline
+from ckpt_audit.runs.trend import sparkline
 
 FINAL = "model.norm.weight"
 

@@ -8,7 +8,7 @@ import shutil
 
 from runs_helpers import run_cli, tree
 
-from ckpt_audit.watch import default_state_path
+from ckpt_audit.runs.watch_state import default_state_path
 
 
 def _watch(run: str, state: str, *extra: str):

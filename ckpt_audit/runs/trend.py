@@ -1,6 +1,7 @@
 """Trends over a run: each tracked gain's ratio per checkpoint, when it left its band, sudden jumps.
 
-Everything here is a pure function of the :class:`~ckpt_audit.runaudit.CheckpointResult` tuple that
+Everything here is a pure function of the :class:`~ckpt_audit.runs.audit.CheckpointResult` tuple
+that
 auditing a run produced. Definitions (docs/RUNS.md repeats them):
 
 - *ratio*: the audit's ‖γ_eff‖₂ / √n of the gain (``NormRecord.stats.ratio``).
@@ -20,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckpt_audit.model import Finding, NormRecord, Severity, Status
-from ckpt_audit.runaudit import CheckpointResult, tracked_names, worst_verdict
+from ckpt_audit.records import Finding, NormRecord, Severity, Status
+from ckpt_audit.runs.audit import CheckpointResult, tracked_names, worst_verdict
 
 SCHEMA = "ckpt-audit.trend/1"
 DEFAULT_JUMP = 0.30

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ckpt_audit.layouts import model_type, text_config
-from ckpt_audit.model import Convention
+from ckpt_audit.core.layouts import model_type, text_config
+from ckpt_audit.records import Convention
 
 #: HF model types whose RMSNorm stores w with γ_eff = 1 + w (w initialised to zeros).
 OFFSET_MODEL_TYPES = frozenset({

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from ckpt_audit.conventions import convention_for, resolve_convention
-from ckpt_audit.discovery import Discovery, discover
+from ckpt_audit.core.conventions import convention_for, resolve_convention
+from ckpt_audit.core.discovery import Discovery, discover
+from ckpt_audit.core.layouts import ENCODER_MODEL_TYPES, d_model_from_config, model_type
+from ckpt_audit.core.policy import Policy, load_policy
+from ckpt_audit.core.stats import gain_stats
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.io import Location
-from ckpt_audit.layouts import ENCODER_MODEL_TYPES, d_model_from_config, model_type
-from ckpt_audit.model import (
+from ckpt_audit.readers import CheckpointReader, open_checkpoint
+from ckpt_audit.records import (
     AuditReport,
     Convention,
     Finding,
@@ -29,9 +31,7 @@ from ckpt_audit.model import (
     Severity,
     Status,
 )
-from ckpt_audit.policy import Policy, load_policy
-from ckpt_audit.readers import CheckpointReader, open_checkpoint
-from ckpt_audit.stats import gain_stats
+from ckpt_audit.storage import Location
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -69,7 +69,7 @@ def resolve_d_model(
 def _stats_for(values: dict[str, np.ndarray], convs: dict[str, Convention], near_zero: float,
                device: str) -> dict[str, GainStats]:
     if device == "cuda":
-        from ckpt_audit.gpu import gain_stats_torch
+        from ckpt_audit.core.stats_torch import gain_stats_torch
 
         return gain_stats_torch(values, convs, near_zero, "cuda")
     return {n: gain_stats(v, convs[n], near_zero) for n, v in values.items()}
@@ -80,7 +80,7 @@ def pick_device(device: str) -> str:
     if device not in DEVICES:
         raise CkptAuditError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
     if device == "cuda":
-        from ckpt_audit.gpu import require_cuda
+        from ckpt_audit.core.stats_torch import require_cuda
 
         require_cuda()
     return "cpu" if device == "auto" else device

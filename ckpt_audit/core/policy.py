@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_audit.errors import PolicyError
-from ckpt_audit.model import Role, Severity, Status
+from ckpt_audit.records import Role, Severity, Status
 
 if sys.version_info >= (3, 11):
     import tomllib

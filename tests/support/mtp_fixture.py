@@ -65,8 +65,8 @@ def read_llama2c(path: str | Path) -> Llama2cModel:
     which checks every offset against the file size); this only restacks its per-layer tensors
     into run.c's ``[n_layers, ...]`` arrays (q/k rows stay in llama2.c's rotary order).
     """
-    from ckpt_audit.io import LocalLocation
     from ckpt_audit.readers.llama2c_reader import Llama2cReader
+    from ckpt_audit.storage import LocalLocation
 
     with Llama2cReader(LocalLocation(str(path))) as reader:
         cfg = reader.config()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckpt_audit.errors import FormatError, PolicyError
-from ckpt_audit.model import AuditReport, Finding, Severity
+from ckpt_audit.records import AuditReport, Finding, Severity
 
 #: Allowed relative change of a gain's ratio from the baseline (10 %), when the policy has none.
 DEFAULT_MAX_DRIFT = 0.10

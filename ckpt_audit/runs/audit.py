@@ -1,7 +1,8 @@
 """Auditing the checkpoints of a run: one :class:`CheckpointResult` per checkpoint.
 
-This is the glue between :mod:`ckpt_audit.runs` (which checkpoints exist, which are complete) and
-the audit core (:func:`ckpt_audit.audit.audit_checkpoint`, called, never re-implemented). An
+This is the glue between :mod:`ckpt_audit.runs.discovery` (which checkpoints exist, which are
+complete) and
+the audit core (:func:`ckpt_audit.core.audit.audit_checkpoint`, called, never re-implemented). An
 incomplete checkpoint is not audited and gets the verdict ``incomplete``; a checkpoint whose audit
 raised a :class:`~ckpt_audit.errors.CkptAuditError` gets ``error`` with the message, so one bad
 checkpoint never stops a trend over a thousand good ones.
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.model import AuditReport, Finding, NormRecord, Role, verdict_of
-from ckpt_audit.runs import RunCheckpoint
+from ckpt_audit.records import AuditReport, Finding, NormRecord, Role, verdict_of
+from ckpt_audit.runs.discovery import RunCheckpoint
 
 #: Verdicts from best to worst; ``incomplete`` and ``error`` are never passing.
 VERDICT_RANK = {"pass": 0, "warn": 1, "incomplete": 2, "fail": 3, "error": 3}
@@ -78,7 +79,7 @@ def audit_one(ckpt: RunCheckpoint, **audit_kwargs: Any) -> CheckpointResult:
         return CheckpointResult(ckpt, None)
     import os
 
-    from ckpt_audit.audit import audit_checkpoint
+    from ckpt_audit.core.audit import audit_checkpoint
     from ckpt_audit.errors import DetectionError
 
     try:

@@ -1,53 +1,29 @@
-"""Checkpoints behind URLs: ``http(s)://``, ``s3://``, ``gs://``, ``hf://``, read by byte ranges.
+"""Remote files read by byte ranges: a head cache for headers, merged parallel range requests.
 
-:func:`remote_location` (called by :func:`ckpt_audit.io.location` for any URL) returns a
-:class:`~ckpt_audit.io.Location`, so every reader works remotely unchanged. What goes over the
-wire, by design (see docs/REMOTE.md):
+What goes over the wire, by design (see docs/REMOTE.md):
 
 - the first read near the start of a file fetches one block of ``head_block`` bytes (64 KiB) and
   serves the 8-byte length and the header from it; a larger header costs one more request for the
   missing part only (the *head cache*, the only cache there is);
 - every other read fetches exactly its range; :meth:`RangedSource.read_ranges` merges ranges
   closer than ``merge_gap`` and runs the requests in a thread pool;
-- no read-ahead: fsspec's block cache is bypassed by calling ``cat_file(path, start, end)``.
+- no read-ahead: backends fetch exactly ``[start, end)``.
 
-HTTP goes through :mod:`ckpt_audit.remote_http` (status checked before any body is read);
-``s3://``, ``gs://`` and ``hf://`` go through fsspec with the backend package the scheme needs
-(s3fs, gcsfs, huggingface_hub), with a clear error saying what to install when it is missing.
-Every fetched byte is counted in ``Location.bytes_read``.
+Every fetched byte is counted in ``Location.bytes_read``. Backends: :mod:`ckpt_audit.storage.http`
+(plain HTTP(S)) and :mod:`ckpt_audit.storage.fsspec_backend` (``s3://``, ``gs://``, ``hf://``).
 """
 
 from __future__ import annotations
 
-import json
-import posixpath
 import threading
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from ckpt_audit.errors import FormatError, RemoteError
-from ckpt_audit.io import ByteSource, Location, _Counter
-from ckpt_audit.remote_http import HttpClient, RemoteOptions
+from ckpt_audit.errors import FormatError
+from ckpt_audit.storage.base import ByteCounter, ByteSource
+from ckpt_audit.storage.http_client import RemoteOptions
 
-__all__ = ["RemoteOptions", "RangedSource", "remote_location", "merge_ranges", "WELL_KNOWN"]
-
-#: Names a folder URL is probed for when the backend cannot list (plain HTTP).
-WELL_KNOWN = (
-    "model.safetensors.index.json",
-    "model.safetensors",
-    "config.json",
-    "pytorch_model.bin.index.json",
-    "pytorch_model.bin",
-    "latest_checkpointed_iteration.txt",
-    "latest",
-    "metadata.json",
-    ".metadata",
-    "model.gguf",
-    "model.bin",
-)
 
 def merge_ranges(
     ranges: Sequence[tuple[int, int]], gap: int
@@ -79,12 +55,12 @@ class _Head:
         self.lock = threading.Lock()
 
 
-class _Shared:
+class SharedState:
     """What a remote location tree shares: counter, options, worker pool, small caches."""
 
     def __init__(self, options: RemoteOptions) -> None:
         self.options = options
-        self.counter = _Counter()
+        self.counter = ByteCounter()
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.exists_cache: dict[str, tuple[bool, int | None, str]] = {}
@@ -115,7 +91,7 @@ class RangedSource(ByteSource):
     Subclasses implement :meth:`_fetch` (one ranged request) and :meth:`_remote_size`.
     """
 
-    def __init__(self, name: str, shared: _Shared, size: int | None = None) -> None:
+    def __init__(self, name: str, shared: SharedState, size: int | None = None) -> None:
         self.name = name
         self._shared = shared
         self._h = shared.head(name)
@@ -227,126 +203,7 @@ class RangedSource(ByteSource):
         return [b if b is not None else b"" for b in out]
 
 
-def _cached_small(shared: _Shared, key: str, fetch: Callable[[], bytes]) -> bytes:
+def cached_small(shared: SharedState, key: str, fetch: Callable[[], bytes]) -> bytes:
     if key not in shared.small_files:
         shared.small_files[key] = fetch()
     return shared.small_files[key]
-
-
-# -- HTTP ------------------------------------------------------------------------------------
-class HttpSource(RangedSource):
-    def __init__(self, url: str, shared: _Shared, client: HttpClient, size: int | None) -> None:
-        super().__init__(url, shared, size)
-        self._client = client
-
-    def _fetch(self, start: int, end: int) -> tuple[bytes, int | None]:
-        data, total, wire = self._client.get_range(self.name, start, end)
-        if wire > len(data):  # a small body sent whole: count what came over the wire
-            self._shared.counter.add(wire - len(data))
-        return data, total
-
-    def _remote_size(self) -> int:
-        ok, size, _ = self._client.head(self.name)
-        if not ok:
-            raise RemoteError("not found (HTTP 404)", self.name)
-        if size is None:
-            raise RemoteError("server did not say how large the file is", self.name)
-        return size
-
-
-class HttpLocation(Location):
-    """A file or folder under an ``http(s)://`` URL. A folder URL ends with ``/`` (or has none of
-    its own but holds a well-known file); folders are probed, never listed."""
-
-    def __init__(self, url: str, shared: _Shared, client: HttpClient | None = None) -> None:
-        self.url = url
-        self.display = url
-        self._shared = shared
-        self._client = client or HttpClient(shared.options)
-        self._dir: bool | None = True if url.endswith("/") else None
-
-    def _probe(self) -> tuple[bool, int | None, str]:
-        cache = self._shared.exists_cache
-        if self.url not in cache:
-            cache[self.url] = self._client.head(self.url)
-        return cache[self.url]
-
-    def child(self, name: str) -> HttpLocation:
-        base = self.url if self.url.endswith("/") else self.url + "/"
-        return HttpLocation(base + name.lstrip("/"), self._shared, self._client)
-
-    def is_dir(self) -> bool:
-        if self._dir is None:
-            ok, _, final = self._probe()
-            if ok and final.endswith("/"):  # the server redirected .../ckpt to .../ckpt/
-                self._dir = True
-            else:
-                self._dir = not ok and bool(self._present(WELL_KNOWN))
-        return self._dir
-
-    def exists(self) -> bool:
-        if self.url.endswith("/"):
-            return True  # a folder URL: its contents are probed when asked for
-        return self._probe()[0] or self.is_dir()
-
-    def _present(self, names: Sequence[str]) -> list[str]:
-        kids = [self.child(n) for n in names]
-        found = self._shared.pool().map(lambda k: k._probe()[0], kids)
-        return [n for n, ok in zip(names, found, strict=True) if ok]
-
-    def listdir(self) -> list[str]:
-        """The well-known names that exist here, plus the files an index names (HTTP has no
-        listing: this is a probe, documented as such)."""
-        names = set(self._present(WELL_KNOWN))
-        for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-            if index in names:
-                try:
-                    names.update(self.child(index).read_json().get("weight_map", {}).values())
-                except (AttributeError, FormatError):
-                    pass
-        return sorted(names)
-
-    def open(self) -> HttpSource:
-        size = self._shared.exists_cache.get(self.url, (False, None, ""))[1]
-        return HttpSource(self.url, self._shared, self._client, size)
-
-    def read_bytes(self, limit: int = 64 * 1024 * 1024) -> bytes:
-        """A small whole file, fetched once per location tree (readers may ask twice)."""
-        return _cached_small(self._shared, self.url, lambda: Location.read_bytes(self, limit))
-
-    @property
-    def name(self) -> str:
-        return posixpath.basename(urlsplit(self.url).path.rstrip("/"))
-
-    @property
-    def bytes_read(self) -> int:
-        return self._shared.counter.value
-
-
-def remote_location(
-    url: str,
-    options: RemoteOptions | None = None,
-    storage_options: dict[str, Any] | None = None,
-) -> Location:
-    """A :class:`Location` for a URL. ``storage_options`` go to the fsspec backend (e.g.
-    ``{"endpoint_url": ...}`` for an S3-compatible store); ``CKPT_AUDIT_STORAGE_OPTIONS`` (JSON)
-    in the environment does the same from the command line."""
-    import os
-
-    shared = _Shared(options or RemoteOptions())
-    scheme = urlsplit(url).scheme.lower()
-    if scheme in ("http", "https"):
-        parts = urlsplit(url)
-        return HttpLocation(urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, "")),
-                            shared)
-    if storage_options is None:
-        env = os.environ.get("CKPT_AUDIT_STORAGE_OPTIONS")
-        try:
-            storage_options = json.loads(env) if env else {}
-        except json.JSONDecodeError as exc:
-            raise RemoteError(f"CKPT_AUDIT_STORAGE_OPTIONS is not JSON ({exc})", url) from None
-    from ckpt_audit.remote_fsspec import FsspecLocation, _filesystem
-
-    protocol = "gs" if scheme == "gcs" else scheme
-    fs = _filesystem(protocol, url, storage_options or {})
-    return FsspecLocation(fs, protocol, url.split("://", 1)[1], shared)

@@ -1,6 +1,7 @@
 """Terminal (Rich) and Markdown renderings of trends, comparisons and diffs.
 
-Pure functions of the objects in :mod:`ckpt_audit.trend` and :mod:`ckpt_audit.compare`; the
+Pure functions of the objects in :mod:`ckpt_audit.runs.trend` and :mod:`ckpt_audit.runs.compare`;
+the
 ``*_text`` variants render to a string at a fixed width (tests pin the width).
 """
 
@@ -14,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ckpt_audit.compare import Divergence, GainDiff, audited_by_step, matching_steps
-from ckpt_audit.runaudit import CheckpointResult
-from ckpt_audit.trend import Trend, out_of_band, series, sparkline
+from ckpt_audit.runs.audit import CheckpointResult
+from ckpt_audit.runs.compare import Divergence, GainDiff, audited_by_step, matching_steps
+from ckpt_audit.runs.trend import Trend, out_of_band, series, sparkline
 
 VERDICT_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red",
                  "error": "bold red", "incomplete": "magenta"}

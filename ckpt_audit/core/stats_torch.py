@@ -1,7 +1,7 @@
 """The optional torch backend for gain statistics (``--device cuda``).
 
 All gains are packed into one float64 tensor, moved to the device once, and reduced per gain
-with segment sums; results match :func:`ckpt_audit.stats.gain_stats` to float64 rounding
+with segment sums; results match :func:`ckpt_audit.core.stats.gain_stats` to float64 rounding
 (tests compare the two on CPU). ``auto`` never picks this: gains are kilobytes, and a transfer
 costs more than the arithmetic.
 """
@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
+from ckpt_audit.core.stats import EXTREME_COUNT, effective_gain
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.model import Convention, GainStats
-from ckpt_audit.stats import EXTREME_COUNT, effective_gain
+from ckpt_audit.records import Convention, GainStats
 
 
 def require_cuda() -> None:

@@ -1,6 +1,7 @@
 """Find every normalization gain in a tensor listing and give it a role and a layer index.
 
-Works on names, shapes and dtypes only (no values), with the tables of :mod:`ckpt_audit.layouts`.
+Works on names, shapes and dtypes only (no values), with the tables of
+:mod:`ckpt_audit.core.layouts`.
 It also checks MTP completeness: a config that declares MTP depths whose tensors are missing.
 """
 
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ckpt_audit.layouts import (
+from ckpt_audit.core.layouts import (
     BIAS_PARAMS,
     FINAL_PATTERNS,
     FUSED_BIAS,
@@ -29,10 +30,10 @@ from ckpt_audit.layouts import (
     mtp_count_from_config,
     num_layers_from_config,
 )
-from ckpt_audit.layouts import (
+from ckpt_audit.core.layouts import (
     MTP_PREFIXES as MTP_NAME_PREFIXES,
 )
-from ckpt_audit.model import Finding, Role, Severity, TensorInfo
+from ckpt_audit.records import Finding, Role, Severity, TensorInfo
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ckpt_audit.model import AuditReport, NormRecord, Role
-from ckpt_audit.runaudit import CheckpointResult
+from ckpt_audit.records import AuditReport, NormRecord, Role
+from ckpt_audit.runs.audit import CheckpointResult
 
 DEFAULT_TOLERANCE = 0.05
 

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ckpt_audit.model import Convention, GainStats
+from ckpt_audit.records import Convention, GainStats
 
 EXTREME_COUNT = 5
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.runs import Run, RunCheckpoint
+from ckpt_audit.runs.discovery import Run, RunCheckpoint
 
 STATE_SCHEMA = "ckpt-audit.watch-state/1"
 

@@ -1,7 +1,8 @@
 """``s3://``, ``gs://`` and ``hf://`` through fsspec: ranged ``cat_file`` reads, no read-ahead.
 
 The ranged-read machinery (head block, merged parallel ranges, byte counts) is
-:class:`ckpt_audit.remote.RangedSource`; this module only adapts an fsspec filesystem to it and
+:class:`ckpt_audit.storage.ranged.RangedSource`; this module only adapts an fsspec filesystem to it
+and
 maps backend errors to :class:`~ckpt_audit.errors.RemoteError`, retrying transient ones.
 """
 
@@ -13,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ckpt_audit.errors import RemoteError
-from ckpt_audit.io import Location
-from ckpt_audit.remote import RangedSource, _cached_small, _Shared
+from ckpt_audit.storage.base import Location
+from ckpt_audit.storage.ranged import RangedSource, SharedState, cached_small
 
 #: fsspec protocol -> (package that implements it, pip line)
 _BACKENDS = {
@@ -47,7 +48,7 @@ def _call(what: str, url: str, retries: int, backoff: float, fn: Callable[[], An
 
 
 class FsspecSource(RangedSource):
-    def __init__(self, fs: Any, path: str, url: str, shared: _Shared) -> None:
+    def __init__(self, fs: Any, path: str, url: str, shared: SharedState) -> None:
         super().__init__(url, shared, None)
         self._fs = fs
         self._path = path
@@ -80,7 +81,7 @@ class FsspecSource(RangedSource):
 class FsspecLocation(Location):
     """A file or folder on an fsspec filesystem (``s3://``, ``gs://``, ``hf://``)."""
 
-    def __init__(self, fs: Any, protocol: str, path: str, shared: _Shared) -> None:
+    def __init__(self, fs: Any, protocol: str, path: str, shared: SharedState) -> None:
         self._fs = fs
         self._protocol = protocol
         self.path = path.rstrip("/")
@@ -110,7 +111,7 @@ class FsspecLocation(Location):
 
     def read_bytes(self, limit: int = 64 * 1024 * 1024) -> bytes:
         """A small whole file, fetched once per location tree (readers may ask twice)."""
-        return _cached_small(self._shared, self.display, lambda: Location.read_bytes(self, limit))
+        return cached_small(self._shared, self.display, lambda: Location.read_bytes(self, limit))
 
     @property
     def name(self) -> str:
@@ -121,7 +122,7 @@ class FsspecLocation(Location):
         return self._shared.counter.value
 
 
-def _filesystem(protocol: str, url: str, storage_options: dict[str, Any]) -> Any:
+def filesystem(protocol: str, url: str, storage_options: dict[str, Any]) -> Any:
     """The fsspec filesystem for ``protocol``, or a :class:`RemoteError` saying what to install."""
     pkg, pip = _BACKENDS.get(protocol, (protocol, f"an fsspec backend for {protocol}://"))
     try:

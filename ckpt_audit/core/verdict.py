@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ckpt_audit.model import AuditReport, Finding, Severity
+from ckpt_audit.records import AuditReport, Finding, Severity
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1

@@ -1,0 +1,3 @@
+"""The analysis core: key-pattern tables, discovery of gains, conventions, statistics, policy,
+audit, verdict.
+"""

@@ -24,6 +24,7 @@ def run_audit(
     width: int | None,
     baseline: str | None = None,
     probe: str | None = None,
+    state_key: str | None = None,
 ) -> int:
     """Audit, render, and return the exit code (0 pass, 1 findings at/above fail_on)."""
     from ckpt_audit.core.audit import audit_checkpoint
@@ -42,7 +43,8 @@ def run_audit(
             raise CkptAuditError("--convention must be direct, offset or none") from None
     policy = load_policy(config)
     report = audit_checkpoint(path, policy=policy, format_hint=format_hint, d_model=d_model,
-                              convention=conv, expect_init=expect_init, device=device)
+                              convention=conv, expect_init=expect_init, device=device,
+                              state_key=state_key)
     if baseline:
         from ckpt_audit.runs.gate import with_baseline
 
@@ -114,8 +116,11 @@ def register(app: typer.Typer) -> None:
             None, "--baseline", help="Fail on drift from a known-good JSON report."),
         probe: str | None = typer.Option(
             None, "--probe", help="Also measure MTP draft acceptance on this probe file."),
+        state_key: str | None = typer.Option(
+            None, "--state-key",
+            help="Key of a torch pickle that holds the weights to audit (ema, model_ema)."),
     ) -> None:
         """Audit every norm gain of a checkpoint against the policy's bands."""
         code = run_audit(path, fmt, output, config, fail_on, format_hint, d_model, convention,
-                         expect_init, device, show, width, baseline, probe)
+                         expect_init, device, show, width, baseline, probe, state_key)
         raise typer.Exit(code)

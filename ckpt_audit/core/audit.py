@@ -53,14 +53,18 @@ def band_message(rec: NormRecord, policy: Policy) -> str:
 
 
 def resolve_d_model(
-    override: int | None, cfg: dict[str, Any], final_dim: int | None
+    override: int | None, cfg: dict[str, Any], final_dim: int | None, source: str = "config"
 ) -> tuple[int | None, str]:
-    """d_model and where it came from: ``--d-model`` > config > final norm's length."""
+    """d_model and where it came from: ``--d-model`` > config > final norm's length.
+
+    ``source`` names what the trainer wrote (``config.json``, ``model_args``, ``params.json``,
+    ``megatron args``, ``gguf metadata``, ``llama2c header``): the report says e.g.
+    ``model_args n_embd``."""
     if override is not None:
         return override, "--d-model"
     val, key = d_model_from_config(cfg)
     if val is not None:
-        return val, f"config {key}"
+        return val, f"{source} {key}"
     if final_dim is not None:
         return final_dim, "final norm length"
     return None, "unknown"
@@ -129,7 +133,8 @@ def audit_reader(
     # reader findings last: some (tensor-parallel replica checks) are made while reading
     findings = list(reader.findings) + findings
     final = next((r for r in records if r.role is Role.FINAL), None)
-    dm, dm_source = resolve_d_model(d_model, cfg, final.stats.dim if final else None)
+    dm, dm_source = resolve_d_model(d_model, cfg, final.stats.dim if final else None,
+                                    reader.config_source)
     if default_conv is Convention.NONE:
         findings.append(Finding(Severity.INFO, "no-gains", None,
                                 f"no gains to audit: {conv_why}"))
@@ -176,9 +181,10 @@ def audit_checkpoint(
     convention: Convention | None = None,
     expect_init: bool = False,
     device: str = "cpu",
+    state_key: str | None = None,
 ) -> AuditReport:
-    """Open ``path`` (file, folder or URL) and audit it."""
-    with gc_paused(), open_checkpoint(path, format_hint) as reader:
+    """Open ``path`` (file, folder or URL) and audit it (``state_key``: see ``--state-key``)."""
+    with gc_paused(), open_checkpoint(path, format_hint, state_key) as reader:
         return audit_reader(reader, policy=policy, d_model=d_model, convention=convention,
                             expect_init=expect_init, device=device)
 

@@ -24,6 +24,7 @@ from ckpt_audit.core.layouts import (
     MTP_LAYOUTS,
     NORM_MODULE,
     ROLE_PATTERNS,
+    WRAPPER_PREFIXES,
     MtpLayout,
     is_mtp_name,
     model_type,
@@ -110,12 +111,25 @@ def _role(name: str, layer: int | None, mtp_ids: set[int]) -> Role:
     return Role.LAYER if layer is not None else Role.OTHER
 
 
+def _unwrapped(name: str) -> str:
+    """``name`` without leading wrapper prefixes (Lightning's ``model.``, DDP's ``module.``)."""
+    while name.startswith(WRAPPER_PREFIXES):
+        name = name.split(".", 1)[1]
+    return name
+
+
 def _find_final(names: list[str]) -> str | None:
+    """The first name a final pattern matches, as is or once wrapper prefixes are removed;
+    several matches of one pattern (a list of output norms) give the highest index."""
     for pattern in FINAL_PATTERNS:
-        for name in names:
-            if pattern.fullmatch(name):
-                return name
+        hits = [n for n in names if pattern.fullmatch(n) or pattern.fullmatch(_unwrapped(n))]
+        if hits:
+            return max(hits, key=_index_key)
     return None
+
+
+def _index_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in name.split("."))
 
 
 def discover(tensors: Mapping[str, TensorInfo], cfg: dict[str, Any]) -> Discovery:

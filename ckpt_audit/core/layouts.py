@@ -42,6 +42,10 @@ FINAL_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
     )
 )
 
+#: Prefixes a trainer's wrapper adds in front of the model's own names (Lightning ``model.``,
+#: DDP ``module.``, ``torch.compile`` ``_orig_mod.``): final patterns also match without them.
+WRAPPER_PREFIXES = ("model.", "module.", "_orig_mod.")
+
 #: (role, pattern) tried in order on every gain that is not final and not MTP.
 ROLE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (role, re.compile(p))

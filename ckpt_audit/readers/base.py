@@ -28,6 +28,14 @@ class CheckpointReader(ABC):
     #: Convention the format itself fixes (GGUF bakes the +1 in: always direct), else None.
     convention_hint: ClassVar[Convention | None] = None
 
+    #: Where :meth:`config` comes from, as reports name it ("config.json", "model_args",
+    #: "params.json", "megatron args", "gguf metadata", "llama2c header").
+    config_source: str = "config"
+    #: Whether the reader unpickles a free-form tree where ``--state-key`` can pick the weights.
+    accepts_state_key: ClassVar[bool] = False
+    #: The subtree holding the weights (``--state-key``), set by ``open_checkpoint``.
+    state_key: str | None = None
+
     def __init__(self, loc: Location) -> None:
         self.loc = loc
         #: Findings the reader itself makes (e.g. tensor-parallel replicas that disagree).

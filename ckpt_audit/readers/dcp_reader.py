@@ -84,6 +84,7 @@ class DcpReader(CheckpointReader):
     """Any PyTorch Distributed Checkpoint written by ``FileSystemWriter``."""
 
     format = "dcp"
+    config_source = "config.json"
 
     def __init__(self, loc: Location) -> None:
         super().__init__(loc)
@@ -231,6 +232,7 @@ class MegatronDistReader(DcpReader):
     """Megatron ``torch_dist``: a DCP folder with ``metadata.json`` and stacked layers."""
 
     format = "megatron-torch_dist"
+    config_source = "megatron args"
 
     @classmethod
     def detect(cls, loc: Location) -> bool:

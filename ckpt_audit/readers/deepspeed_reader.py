@@ -67,6 +67,7 @@ class DeepSpeedReader(CheckpointReader):
     """Reads ``module`` from ``mp_rank_00_model_states.pt``; refuses ZeRO-3 with a way out."""
 
     format = "deepspeed"
+    config_source = "config.json"
 
     def __init__(self, loc: Location) -> None:
         super().__init__(loc)

@@ -50,6 +50,7 @@ class GGUFReader(CheckpointReader):
     """A llama.cpp GGUF model file."""
 
     format = "gguf"
+    config_source = "gguf metadata"
     convention_hint: ClassVar[Convention | None] = Convention.DIRECT
 
     def __init__(self, loc: Location) -> None:

@@ -179,6 +179,7 @@ class Llama2cReader(CheckpointReader):
     """A llama2.c ``.bin`` model: header, computed offsets, exact size check."""
 
     format = "llama2c"
+    config_source = "llama2c header"
     convention_hint: ClassVar[Convention | None] = Convention.DIRECT
 
     def __init__(self, loc: Location) -> None:

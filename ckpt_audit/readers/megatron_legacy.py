@@ -76,6 +76,7 @@ class MegatronLegacyReader(CheckpointReader):
     """Reads ``mp_rank_*/model_optim_rng.pt`` files of one Megatron iteration."""
 
     format = "megatron-legacy"
+    config_source = "megatron args"
 
     def __init__(self, loc: Location) -> None:
         super().__init__(loc)

@@ -65,7 +65,21 @@ def reader_class(fmt: str) -> type[CheckpointReader]:
     )
 
 
-def open_checkpoint(path: str | Location, format_hint: str | None = None) -> CheckpointReader:
+def open_checkpoint(path: str | Location, format_hint: str | None = None,
+                    state_key: str | None = None) -> CheckpointReader:
+    """Open a checkpoint and, with ``state_key``, say which subtree of a pickle holds the
+    weights (``--state-key ema``): only readers that unpickle a free-form tree accept it."""
+    reader = _open(path, format_hint)
+    if state_key:
+        if not reader.accepts_state_key:
+            reader.close()
+            raise DetectionError(f"--state-key applies to torch pickles, not to the "
+                                 f"{reader.format} format", reader.display)
+        reader.state_key = state_key
+    return reader
+
+
+def _open(path: str | Location, format_hint: str | None = None) -> CheckpointReader:
     """Open a checkpoint file or folder (local path or URL) with the right reader.
 
     With ``format_hint`` the named reader is used without detection. Otherwise each registered

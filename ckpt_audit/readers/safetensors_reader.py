@@ -36,6 +36,7 @@ class SafetensorsReader(CheckpointReader):
     """Reads safetensors headers and the byte ranges of requested tensors."""
 
     format = "safetensors"
+    config_source = "config.json"
 
     def __init__(self, loc: Location) -> None:
         super().__init__(loc)

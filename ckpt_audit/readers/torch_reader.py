@@ -24,11 +24,18 @@ INDEX_NAME = "pytorch_model.bin.index.json"
 SINGLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "consolidated.pth")
 SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 #: Keys that wrap the state dict in training checkpoints, in the order they are tried.
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "model_state")
-#: Top-level keys that are never model weights.
-SKIP_KEYS = frozenset({"optimizer", "optimizer_states", "optim", "lr_scheduler", "scheduler",
-                       "rng_state", "rng_tracker_states", "scaler", "ema"})
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "model_state", "network")
+#: Top-level keys that are never the model's weights unless asked for with ``--state-key``
+#: (an EMA copy is a second set of weights: audited only when the user picks it).
+SKIP_KEYS = frozenset({"optimizer", "optimizer_states", "optimizer_state_dict", "optim",
+                       "lr_scheduler", "scheduler", "rng_state", "rng_tracker_states", "scaler",
+                       "ema", "model_ema", "ema_state_dict", "ema_model"})
 STRIP_PREFIXES = ("module.", "_orig_mod.")
+#: Plain-dict hyper-parameters, in the order they are tried (nanoGPT ``model_args`` first: its
+#: ``config`` is the training script's globals).
+CONFIG_KEYS = ("model_args", "config", "hparams", "hyper_parameters", "args")
+#: Nesting depth explored when looking for tensors under a wrapper key.
+MAX_DEPTH = 8
 
 
 def strip_prefixes(name: str, prefixes: tuple[str, ...] = STRIP_PREFIXES) -> str:
@@ -43,48 +50,91 @@ def strip_prefixes(name: str, prefixes: tuple[str, ...] = STRIP_PREFIXES) -> str
     return name.replace("._orig_mod.", ".")
 
 
-def flatten_state(obj: Any, prefix: str = "") -> dict[str, TensorRef]:
+def flatten_state(obj: Any, prefix: str = "", skip: frozenset[str] = SKIP_KEYS,
+                  depth: int = 0) -> dict[str, TensorRef]:
     """Every :class:`TensorRef` in nested dicts, keyed by dotted path."""
     out: dict[str, TensorRef] = {}
     if isinstance(obj, TensorRef):
         out[prefix.rstrip(".")] = obj
-    elif isinstance(obj, dict):
+    elif isinstance(obj, dict) and depth <= MAX_DEPTH:
         for k, v in obj.items():
-            if not prefix and str(k) in SKIP_KEYS:
+            if not prefix and str(k) in skip:
                 continue
-            out.update(flatten_state(v, f"{prefix}{k}."))
+            out.update(flatten_state(v, f"{prefix}{k}.", skip, depth + 1))
     return out
 
 
-def find_state_dict(tree: Any) -> dict[str, TensorRef]:
-    """The model's tensors in a checkpoint object tree, with canonical names."""
-    if isinstance(tree, dict):
-        direct = {k: v for k, v in tree.items() if isinstance(v, TensorRef)}
-        if not direct:
-            for key in WRAPPER_KEYS:
-                inner = tree.get(key)
-                if isinstance(inner, dict):
-                    found = flatten_state(inner)
-                    if found:
-                        return {strip_prefixes(k): v for k, v in found.items()}
-    return {strip_prefixes(k): v for k, v in flatten_state(tree).items()}
+def _has_weights(obj: Any, depth: int = 0) -> bool:
+    """Whether nested dicts under ``obj`` hold a tensor with at least one dimension."""
+    if isinstance(obj, TensorRef):
+        return len(obj.shape) > 0
+    if isinstance(obj, dict) and depth <= MAX_DEPTH:
+        return any(_has_weights(v, depth + 1) for v in obj.values())
+    return False
 
 
-def plain_config(tree: Any) -> dict[str, Any]:
-    """Hyper-parameters carried as a plain dict (nanoGPT ``model_args``, ``config``)."""
+def _canonical(found: dict[str, TensorRef], where: str) -> dict[str, TensorRef]:
+    out: dict[str, TensorRef] = {}
+    for k, v in found.items():
+        name = strip_prefixes(k)
+        if name in out:
+            raise FormatError(f"two tensors are both named {name!r} once the module./_orig_mod. "
+                              "prefixes are removed", where)
+        out[name] = v
+    return out
+
+
+def find_state_dict(tree: Any, state_key: str | None = None,
+                    where: str = "") -> dict[str, TensorRef]:
+    """The model's tensors in a checkpoint object tree, with canonical names.
+
+    Unwrapped by content: while a level holds no weight tensor of its own (0-d metrics such as
+    nanoGPT's ``best_val_loss`` do not count) and a wrapper key (``model``, ``state_dict``...)
+    holds weights, descend into it. ``state_key`` (dotted, e.g. ``ema`` or ``model_ema``) picks
+    the subtree explicitly.
+    """
+    if state_key:
+        node = tree
+        for part in state_key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                keys = ", ".join(sorted(map(str, tree))[:20]) if isinstance(tree, dict) else ""
+                raise FormatError(f"--state-key {state_key!r} is not in this checkpoint "
+                                  f"(top-level keys: {keys or 'none'})", where)
+            node = node[part]
+        found = flatten_state(node, skip=frozenset())
+        if not any(len(r.shape) > 0 for r in found.values()):
+            raise FormatError(f"--state-key {state_key!r} holds no weight tensors", where)
+        return _canonical(found, where)
+    node = tree
+    for _ in range(MAX_DEPTH):
+        if not isinstance(node, dict):
+            break
+        if any(isinstance(v, TensorRef) and len(v.shape) > 0 for v in node.values()):
+            break  # this level is a state dict itself
+        inner = next((node[k] for k in WRAPPER_KEYS if _has_weights(node.get(k))), None)
+        if inner is None:
+            break
+        node = inner
+    return _canonical(flatten_state(node), where)
+
+
+def plain_config(tree: Any) -> tuple[dict[str, Any], str | None]:
+    """Hyper-parameters carried as a plain dict (nanoGPT ``model_args``, ``config``) and the key
+    they came from."""
     if not isinstance(tree, dict):
-        return {}
-    for key in ("config", "model_args", "hparams", "hyper_parameters"):
+        return {}, None
+    for key in CONFIG_KEYS:
         val = tree.get(key)
-        if isinstance(val, dict) and all(isinstance(k, str) for k in val):
-            return {k: v for k, v in val.items() if isinstance(v, int | float | str | bool)}
-    return {}
+        if isinstance(val, dict) and val and all(isinstance(k, str) for k in val):
+            return {k: v for k, v in val.items() if isinstance(v, int | float | str | bool)}, key
+    return {}, None
 
 
 class TorchReader(CheckpointReader):
     """Reads torch zip checkpoints lazily through the allowlisting unpickler."""
 
     format = "torch"
+    accepts_state_key = True
 
     def __init__(self, loc: Location) -> None:
         super().__init__(loc)
@@ -94,6 +144,7 @@ class TorchReader(CheckpointReader):
         self._refs: dict[str, tuple[str, TensorRef]] = {}
         self._infos: dict[str, TensorInfo] | None = None
         self._config: dict[str, Any] = {}
+        self._config_key: str | None = None
 
     @classmethod
     def detect(cls, loc: Location) -> bool:
@@ -147,8 +198,8 @@ class TorchReader(CheckpointReader):
                 arc = self.archive(shard)
                 tree = arc.tree
                 if not self._config:
-                    self._config = plain_config(tree)
-                for name, ref in find_state_dict(tree).items():
+                    self._config, self._config_key = plain_config(tree)
+                for name, ref in find_state_dict(tree, self.state_key, floc.display).items():
                     if name in infos:
                         raise FormatError(f"tensor {name!r} appears in two files", floc.display)
                     infos[name] = TensorInfo(name, ref.shape, ref.dtype, floc.display)
@@ -166,13 +217,24 @@ class TorchReader(CheckpointReader):
     def read_many(self, names: Iterable[str]) -> dict[str, np.ndarray]:
         return {n: self.read(n) for n in names}
 
-    def config(self) -> dict[str, Any]:
-        self.tensors()
+    def _config_json(self) -> dict[str, Any] | None:
         if self._folder is not None and self._folder.child("config.json").exists():
             obj = self._folder.child("config.json").read_json()
             if isinstance(obj, dict):
                 return obj
-        return dict(self._config)
+        return None
+
+    def config(self) -> dict[str, Any]:
+        self.tensors()
+        obj = self._config_json()
+        return obj if obj is not None else dict(self._config)
+
+    @property
+    def config_source(self) -> str:
+        self.tensors()
+        if self._config_json() is not None:
+            return "config.json"
+        return self._config_key or "config"
 
     def close(self) -> None:
         for arc in self._archives.values():

@@ -202,3 +202,25 @@ def test_stats_match_numpy_reference() -> None:
     v = np.array([1.0, np.nan, np.inf, 0.001], dtype=np.float32)
     s = gain_stats(v, Convention.DIRECT, near_zero=0.01)
     assert s.nonfinite == 2 and math.isnan(s.norm) and s.near_zero == 0.25
+
+
+@pytest.mark.parametrize("name", ["head.decoder_norms.0.weight", "blocks.0.norms.1.weight",
+                                  "model.layers.3.norms.12.weight", "ln.0.weight"])
+def test_gains_inside_module_lists(name: str) -> None:
+    assert classify_name(name) == "gain"
+    assert classify_name(name.replace(".weight", ".bias")) == "bias"
+    assert classify_name("blocks.0.linears.1.weight") is None
+
+
+def test_module_list_layer_and_last_output_norm() -> None:
+    from ckpt_audit.core.discovery import discover
+    from ckpt_audit.records import TensorInfo
+
+    names = ["blocks.0.norms.0.weight", "blocks.0.norms.1.weight", "blocks.1.norms.0.weight",
+             "head.decoder_norms.0.weight", "head.decoder_norms.1.weight"]
+    d = discover({n: TensorInfo(n, (8,), "F32", "x") for n in names}, {})
+    roles = {c.name: (c.role.value, c.layer) for c in d.gains}
+    assert roles["blocks.0.norms.1.weight"] == ("layer", 0)
+    assert roles["blocks.1.norms.0.weight"] == ("layer", 1)
+    assert roles["head.decoder_norms.1.weight"] == ("final", None)
+    assert roles["head.decoder_norms.0.weight"] == ("other", None)

@@ -69,12 +69,22 @@ def classify_name(name: str) -> str | None:
         return "gain"
     if FUSED_BIAS.search(param):
         return "bias"
-    if len(parts) < 2 or not NORM_MODULE.search(parts[-2]):
+    module = _module_part(parts)
+    if module is None or not NORM_MODULE.search(module):
         return None
     if param in GAIN_PARAMS:
         return "gain"
     if param in BIAS_PARAMS:
         return "bias"
+    return None
+
+
+def _module_part(parts: list[str]) -> str | None:
+    """The module name before the parameter, skipping list indices: ``decoder_norms.0.weight``
+    and ``norms.1.weight`` are gains of a ModuleList of norms."""
+    for part in reversed(parts[:-1]):
+        if not part.isdigit():
+            return part
     return None
 
 

@@ -39,6 +39,8 @@ FINAL_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"(?:model\.)?rms_final_weight",  # llama2.c
         r"backbone\.norm_f\.weight",  # Mamba
         r"(?:model\.)?norm_f\.weight",
+        # a list of output norms (fracast's gather head): the highest index is the last
+        r"(?:model\.)?head\.decoder_norms\.\d+\.weight",
     )
 )
 
@@ -140,7 +142,8 @@ MTP_COUNT_KEYS = ("num_nextn_predict_layers", "mtp_num_layers", "num_mtp_layers"
 D_MODEL_KEYS = ("hidden_size", "n_embd", "d_model", "dim", "model_dim", "embedding_length",
                 "n_embed", "emb_dim")
 #: Nested configs (multimodal wrappers) that hold the language model's settings.
-NESTED_CONFIGS = ("text_config", "llm_config", "language_config", "thinker_config")
+NESTED_CONFIGS = ("text_config", "llm_config", "language_config", "thinker_config",
+                  "model")  # fracast's config.json: {"model": {"d_model": 64, ...}}
 #: Config keys for the number of main decoder layers.
 N_LAYERS_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "block_count")
 

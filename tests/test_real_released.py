@@ -55,3 +55,23 @@ def test_fracast_folder_reads_nested_config() -> None:
     code, rep = _audit(_fracast())
     assert (rep["d_model"], rep["d_model_source"]) == (64, "config.json d_model")
     assert rep["final"] == "head.decoder_norms.0.weight"
+
+
+def test_fracast_int8_gain_dequantized() -> None:
+    """model.int8.safetensors stores the final gain as I8 ``.qweight`` + F32 ``.scale``: it is
+    dequantized (values × scale), never dropped; truth from safetensors + numpy."""
+    from safetensors.numpy import load_file
+
+    path = _fracast() / "model.int8.safetensors"
+    raw = load_file(str(path))
+    base = "head.decoder_norms.0.weight"
+    truth = _rms(raw[base + ".qweight"].astype(np.float64) * raw[base + ".scale"].astype(
+        np.float64))
+    code, rep = _audit(path)
+    norms = {n["name"]: n for n in rep["norms"]}
+    assert rep["final"] == base and norms[base]["dtype"].startswith("I8")
+    assert norms[base]["ratio"] == pytest.approx(truth, rel=1e-12)
+    # and it agrees with the float release to int8 precision
+    full = load_file(str(_fracast() / "model.safetensors"))[base]
+    assert norms[base]["ratio"] == pytest.approx(_rms(full), rel=2e-3)
+    assert rep["skipped"] == [] and code == 1

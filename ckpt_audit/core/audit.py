@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ckpt_audit.core.conventions import convention_for, resolve_convention
-from ckpt_audit.core.discovery import Discovery, discover
+from ckpt_audit.core.discovery import Candidate, Discovery, discover
 from ckpt_audit.core.layouts import ENCODER_MODEL_TYPES, d_model_from_config, model_type
 from ckpt_audit.core.policy import Policy, load_policy
 from ckpt_audit.core.stats import gain_stats
@@ -79,6 +79,21 @@ def _stats_for(values: dict[str, np.ndarray], convs: dict[str, Convention], near
     return {n: gain_stats(v, convs[n], near_zero) for n, v in values.items()}
 
 
+def gain_values(reader: CheckpointReader, gains: tuple[Candidate, ...]) -> dict[str, np.ndarray]:
+    """Every gain's stored values in one batched read; quantized gains dequantized
+    (values × scale, broadcast, in float64: docs/METRICS.md "quantized gains")."""
+    raw = reader.read_many([n for c in gains for n in c.reads])
+    out: dict[str, np.ndarray] = {}
+    for c in gains:
+        if c.quant is None:
+            out[c.name] = raw[c.name]
+        else:
+            v = np.asarray(raw[c.quant.values], dtype=np.float64).reshape(-1)
+            sc = np.asarray(raw[c.quant.scale], dtype=np.float64).reshape(-1)
+            out[c.name] = v * sc
+    return out
+
+
 def pick_device(device: str) -> str:
     """``auto`` is the CPU: gains are kilobytes, so a GPU transfer costs more than the maths."""
     if device not in DEVICES:
@@ -113,12 +128,13 @@ def audit_reader(
     if default_conv is not Convention.NONE:
         convs = {c.name: convention_for(c.name, default_conv, cfg, convention is not None)
                  for c in disc.gains}
-        values = reader.read_many([c.name for c in disc.gains])
+        values = gain_values(reader, disc.gains)
         stats = _stats_for(values, convs, policy.near_zero, device)
         for c in disc.gains:
             st = stats[c.name]
             status, severity = policy.classify(st.ratio, c.role)
-            rec = NormRecord(c.name, c.role, c.layer, tensors[c.name].dtype, convs[c.name], st,
+            dtype = c.quant.dtype if c.quant else tensors[c.name].dtype
+            rec = NormRecord(c.name, c.role, c.layer, dtype, convs[c.name], st,
                              status, severity)
             records.append(rec)
             if severity is not Severity.OK:
@@ -162,6 +178,7 @@ def audit_reader(
         policy_name=policy.name,
         bytes_read=reader.bytes_read,
         tensors_total=len(tensors),
+        skipped=disc.skipped,
         extra={
             "convention_source": conv_why,
             "biases": len(disc.biases),

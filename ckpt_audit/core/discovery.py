@@ -23,6 +23,8 @@ from ckpt_audit.core.layouts import (
     MTP_INFIXES,
     MTP_LAYOUTS,
     NORM_MODULE,
+    QUANT_INT_DTYPES,
+    QUANT_SCHEMES,
     ROLE_PATTERNS,
     WRAPPER_PREFIXES,
     MtpLayout,
@@ -34,16 +36,33 @@ from ckpt_audit.core.layouts import (
 from ckpt_audit.core.layouts import (
     MTP_PREFIXES as MTP_NAME_PREFIXES,
 )
-from ckpt_audit.records import Finding, Role, Severity, TensorInfo
+from ckpt_audit.records import Finding, Role, Severity, SkippedTensor, TensorInfo
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """How a quantized gain is stored: ``values`` × ``scale`` (broadcast) under ``scheme``."""
+
+    scheme: str
+    values: str
+    scale: str
+    dtype: str  # shown in reports, e.g. "I8×F32 (int8-scale)"
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A gain to audit: its name, role and layer index (None where the name has none)."""
+    """A gain to audit: its name, role and layer index (None where the name has none), and for a
+    quantized gain how to dequantize it."""
 
     name: str
     role: Role
     layer: int | None
+    quant: Quantized | None = None
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The tensors whose values make this gain."""
+        return (self.quant.values, self.quant.scale) if self.quant else (self.name,)
 
 
 @dataclass(frozen=True)
@@ -56,6 +75,7 @@ class Discovery:
     mtp_layout: str | None
     mtp_declared: int
     mtp_layers: tuple[int, ...]
+    skipped: tuple[SkippedTensor, ...] = ()
 
 
 def classify_name(name: str) -> str | None:
@@ -149,36 +169,109 @@ def discover(tensors: Mapping[str, TensorInfo], cfg: dict[str, Any]) -> Discover
     mtp_ids = _mtp_layer_ids(names, cfg, joined)
     findings: list[Finding] = []
     gains: list[str] = []
+    quant: dict[str, Quantized] = {}
     biases: list[str] = []
+    skipped: list[SkippedTensor] = []
+    used: set[str] = set()
+
+    def skip(name: str, reason: str) -> None:
+        info = tensors[name]
+        skipped.append(SkippedTensor(name, info.dtype, tuple(info.shape), reason))
+
     # cheap substring filter first: 10^5 names, a few hundred norms
-    for name in [n for n in names if "norm" in (low := n.lower()) or "ln" in low
-                 or "rms_" in low]:
+    normish = [n for n in names if "norm" in (low := n.lower()) or "ln" in low or "rms_" in low]
+    for name in normish:
         kind = classify_name(name)
         if kind == "bias":
             biases.append(name)
             continue
-        if kind != "gain":
+        base = None if kind else _quant_base(name)
+        if kind != "gain" and base is None:
             continue
+        gain = base or name
+        if gain in quant or gain in gains:
+            continue
+        q = _quantized(gain, tensors)
+        if q is not None:
+            quant[gain] = q
+            used.update((q.values, q.scale))
+            gains.append(gain)
+            continue
+        if base is not None:
+            continue  # a scale or values without its partner: listed below as skipped
         info = tensors[name]
+        if len(info.shape) == 1 and info.dtype in QUANT_INT_DTYPES:
+            findings.append(Finding(
+                Severity.WARN, "quantized-gain", name,
+                f"a norm gain stored as {info.dtype} with no scale of a known scheme "
+                f"(looked for {_looked_for(name)}): not audited",
+            ))
+            skip(name, f"quantized ({info.dtype}) with no known scale")
+            continue
         if len(info.shape) != 1 or not info.is_float:
             findings.append(Finding(
                 Severity.WARN, "not-a-gain", name,
                 f"named like a norm gain but is {info.dtype} of shape {list(info.shape)} "
                 "(a gain is a 1-D floating tensor): not audited",
             ))
+            skip(name, f"{info.dtype} of shape {list(info.shape)} is not a 1-D floating gain")
             continue
         gains.append(name)
+    taken = set(gains) | set(biases) | used | {t.name for t in skipped}
+    for name in normish:
+        if name in taken or len(tensors[name].shape) != 1:
+            continue
+        parts = name.split(".")
+        module = _module_part(parts)
+        if _quant_base(name) is not None:
+            skip(name, "part of a quantized gain whose values or scale are missing")
+        elif module is not None and NORM_MODULE.search(module):
+            skip(name, f"parameter {parts[-1]!r} of a norm is neither a gain nor a bias")
     final = _find_final([g for g in gains if not is_mtp_name(g)
                          and layer_of(g) not in mtp_ids])
     cands = []
     for name in gains:
         layer = layer_of(name)
         role = Role.FINAL if name == final else _role(name, layer, mtp_ids)
-        cands.append(Candidate(name, role, layer))
+        cands.append(Candidate(name, role, layer, quant.get(name)))
     layout, declared, mtp_findings = check_mtp(tensors, cfg, mtp_ids, names, joined)
     findings.extend(mtp_findings)
     return Discovery(tuple(cands), tuple(biases), tuple(findings), layout, declared,
-                     tuple(sorted(mtp_ids)))
+                     tuple(sorted(mtp_ids)), tuple(skipped))
+
+
+def _quant_base(name: str) -> str | None:
+    """The gain a quantized part belongs to (``X.weight.qweight`` → ``X.weight``), or None."""
+    for _scheme, values, scales in QUANT_SCHEMES:
+        for suffix in (values, *scales):
+            if suffix and name.endswith(suffix):
+                base = name[: -len(suffix)]
+                if classify_name(base) == "gain":
+                    return base
+    return None
+
+
+def _looked_for(gain: str) -> str:
+    return ", ".join(f"{gain}{v} + {gain}{s}" for _, v, scales in QUANT_SCHEMES for s in scales)
+
+
+def _quantized(gain: str, tensors: Mapping[str, TensorInfo]) -> Quantized | None:
+    """The known scheme a gain is stored under, when its values and scale are both present."""
+    for scheme, values_suffix, scales in QUANT_SCHEMES:
+        values = gain + values_suffix
+        if values not in tensors:
+            continue
+        v = tensors[values]
+        is_int = v.dtype in QUANT_INT_DTYPES
+        if len(v.shape) != 1 or not (is_int if values_suffix else v.dtype.startswith("F8")):
+            continue
+        for suffix in scales:
+            scale = gain + suffix
+            if scale in tensors:
+                sc = tensors[scale]
+                if sc.is_float and sc.numel in (1, v.shape[0]):
+                    return Quantized(scheme, values, scale, f"{v.dtype}×{sc.dtype} ({scheme})")
+    return None
 
 
 def _layout_prefixes(layout: MtpLayout, depths: int, n_layers: int | None) -> list[str]:

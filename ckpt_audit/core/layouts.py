@@ -22,6 +22,18 @@ BIAS_PARAMS = frozenset({"bias", "beta"})
 FUSED_GAIN = re.compile(r"(?:^|_)(?:layer_norm_weight|rms_(?:att|ffn|final)_weight)$")
 FUSED_BIAS = re.compile(r"(?:^|_)layer_norm_bias$")
 
+#: Quantized gains, by scheme: ``(scheme, suffix of the stored integers or FP8 values, suffixes
+#: of the scale tensor)``. The gain is ``values × scale`` (broadcast): int8/uint8 with a float
+#: scale (fracast's W8 ``X.qweight`` + ``X.scale``), FP8 with ``weight_scale_inv`` (DeepSeek) or
+#: ``weight_scale`` (compressed-tensors). Sources: fracast ``_core/safetensors_io.py``,
+#: DOMAIN.md section 6 (FP8 releases).
+QUANT_SCHEMES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("int8-scale", ".qweight", (".scale",)),
+    ("fp8-scale", "", ("_scale_inv", "_scale")),
+)
+#: Integer dtypes a known scheme dequantizes.
+QUANT_INT_DTYPES = frozenset({"I8", "U8"})
+
 # -- roles ------------------------------------------------------------------------------------
 #: Names of the main model's final norm, most specific first. Exactly one gain gets role
 #: ``final``: the first that matches in this order.

@@ -51,6 +51,10 @@ def report_to_dict(report: AuditReport) -> dict[str, Any]:
         "tensors": report.tensors_total,
         "bytes_read": report.bytes_read,
         "norms": [norm_to_dict(r) for r in report.norms],
+        "skipped": [
+            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "reason": t.reason}
+            for t in report.skipped
+        ],
         "findings": [
             {"severity": f.severity.value, "code": f.code, "tensor": f.tensor,
              "message": f.message}

@@ -38,6 +38,10 @@ def render_junit(report: AuditReport, *, fail_on: Severity = Severity.FAIL) -> s
         case(rec.name, f"ckpt_audit.{rec.role.value}", by_tensor.pop(rec.name, []),
              f"norm={fmt_norm(rec.stats.norm)} ratio={fmt_ratio(rec.stats.ratio)} "
              f"status={rec.status.value}")
+    for t in report.skipped:
+        cases += 1
+        tc = ET.SubElement(suite, "testcase", name=t.name, classname="ckpt_audit.skipped")
+        ET.SubElement(tc, "skipped", message=f"not audited: {t.reason}")
     for tensor, fs in by_tensor.items():
         for f in fs:
             case(f"{f.code}{': ' + tensor if tensor else ''}", "ckpt_audit.checkpoint", [f], "")
@@ -46,5 +50,6 @@ def render_junit(report: AuditReport, *, fail_on: Severity = Severity.FAIL) -> s
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     suite.set("errors", "0")
+    suite.set("skipped", str(len(report.skipped)))
     ET.indent(suite)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, "unicode") + "\n"

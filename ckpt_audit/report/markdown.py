@@ -39,6 +39,14 @@ def render_markdown(report: AuditReport, *, show: int = 20) -> str:
                          f"{b.status.value} | {b.severity.value} |")
         if len(bad) > show:
             lines.append(f"\n… and {len(bad) - show} more.")
+    if report.skipped:
+        lines += ["", f"Skipped (named like a norm, not audited): {len(report.skipped)}", "",
+                  "| tensor | dtype | shape | reason |", "|---|---|---|---|"]
+        for t in report.skipped[:show]:
+            lines.append(f"| `{_cell(t.name)}` | {t.dtype} | {list(t.shape)} | "
+                         f"{_cell(t.reason)} |")
+        if len(report.skipped) > show:
+            lines.append(f"\n… and {len(report.skipped) - show} more.")
     others = [f for f in report.findings if f.code not in {b.status.value for b in bad}]
     if others:
         lines += ["", "Findings:"]

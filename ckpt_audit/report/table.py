@@ -68,8 +68,15 @@ def _print(console: Console, report: AuditReport, show: int) -> None:
         console.print(t)
         if len(bad) > show:
             console.print(f"… and {len(bad) - show} more (use --show or --format json)")
+    if report.skipped:
+        console.print(f"skipped {len(report.skipped)} norm-named tensor(s), not audited:")
+        for t in report.skipped[:show]:
+            console.print(f"  {t.name} ({t.dtype} {list(t.shape)}): {t.reason}", markup=False)
+        if len(report.skipped) > show:
+            console.print(f"  … and {len(report.skipped) - show} more (use --format json)")
     other = [f for f in report.findings if f.tensor is None or f.code in {
-        "not-a-gain", "mtp-incomplete", "init-mismatch", "d-model-mismatch", "tp-mismatch"}]
+        "not-a-gain", "mtp-incomplete", "init-mismatch", "d-model-mismatch", "tp-mismatch",
+        "quantized-gain"}]
     for f in other:
         where = f"{f.tensor}: " if f.tensor else ""
         console.print(Text.assemble((f"[{f.severity.value}] ", STYLE[f.severity]),

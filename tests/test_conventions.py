@@ -66,3 +66,48 @@ def test_d_model_resolution(tmp_path: Path) -> None:
     assert (rep.d_model, rep.d_model_source) == (24, "final norm length")
     rep = audit_checkpoint(str(tmp_path / "m.safetensors"), d_model=32)
     assert rep.d_model == 32 and [f.code for f in rep.findings] == ["d-model-mismatch"]
+
+
+def _gemma2(tmp_path: Path) -> Path:
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    cfg = tf.Gemma2Config(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                          vocab_size=128, max_position_embeddings=64)
+    tf.Gemma2ForCausalLM(cfg).save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_gemma2_names_without_config_infer_offset(tmp_path: Path) -> None:
+    """Gemma 2 weights at init (w = 0) without config.json: read as direct every ratio would be
+    0; the Gemma-only names give offset, and the report says it was inferred."""
+    from tests.conftest import run_cli
+
+    folder = _gemma2(tmp_path)
+    with_cfg = audit_checkpoint(str(folder))
+    assert with_cfg.convention is Convention.OFFSET
+    assert not [f for f in with_cfg.findings if f.code == "convention-inferred"]
+    (folder / "config.json").unlink()
+    rep = audit_checkpoint(str(folder))
+    assert rep.convention is Convention.OFFSET
+    assert rep.norms and all(r.stats.ratio == 1.0 for r in rep.norms)
+    inferred = [f for f in rep.findings if f.code == "convention-inferred"]
+    assert len(inferred) == 1 and "pre_feedforward_layernorm" in inferred[0].message
+    forced = audit_checkpoint(str(folder), convention=Convention.DIRECT)
+    assert forced.convention is Convention.DIRECT and forced.final.stats.norm == 0.0
+    assert not [f for f in forced.findings if f.code == "convention-inferred"]
+    r = run_cli(["audit", str(folder / "model.safetensors"), "--format", "json"])
+    assert '"convention-inferred"' in r.out and '"convention": "offset"' in r.out
+
+
+def test_olmo2_names_stay_direct() -> None:
+    from ckpt_audit.core.conventions import convention_from_names
+
+    olmo2 = ["model.layers.0.post_attention_layernorm.weight",
+             "model.layers.0.post_feedforward_layernorm.weight", "model.norm.weight"]
+    assert convention_from_names(olmo2) is None
+    gemma3n = ["model.language_model.layers.0.pre_feedforward_layernorm.weight",
+               "model.language_model.layers.0.laurel.post_laurel_norm.weight"]
+    assert convention_from_names(gemma3n) is None

@@ -14,7 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ckpt_audit.core.conventions import convention_for, resolve_convention
+from ckpt_audit.core.conventions import (
+    convention_for,
+    convention_from_names,
+    resolve_convention,
+)
 from ckpt_audit.core.discovery import Candidate, Discovery, discover
 from ckpt_audit.core.layouts import ENCODER_MODEL_TYPES, d_model_from_config, model_type
 from ckpt_audit.core.policy import Policy, load_policy
@@ -122,6 +126,14 @@ def audit_reader(
     disc: Discovery = discover(tensors, cfg)
     default_conv, conv_why = resolve_convention(cfg, convention, reader.convention_hint)
     findings: list[Finding] = list(disc.findings)
+    if conv_why == "default":  # nothing (config, format, --convention) says: ask the names
+        inferred = convention_from_names([c.name for c in disc.gains])
+        if inferred is not None:
+            default_conv, conv_why = inferred
+            findings.append(Finding(
+                Severity.INFO, "convention-inferred", None,
+                f"gains read as {default_conv.value} (γ_eff = 1 + w): {conv_why}; no config "
+                "says so: add config.json or pass --convention to settle it"))
     records: list[NormRecord] = []
     if default_conv is Convention.NONE and convention is None and disc.gains:
         default_conv, conv_why = Convention.DIRECT, "gains found despite a gain-less model type"

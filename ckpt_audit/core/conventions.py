@@ -29,6 +29,23 @@ DIRECT_EXCEPTIONS: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = (
 )
 
 
+#: Names that exist only in offset-storing Gemma 2/3 checkpoints (OLMo-2 has
+#: ``post_feedforward_layernorm`` but never ``pre_feedforward_layernorm``)...
+OFFSET_ONLY_NAMES = re.compile(r"(?:^|\.)pre_feedforward_layernorm\.")
+#: ... unless the checkpoint also has Gemma-3n's modules, whose RMSNorm is direct.
+DIRECT_GEMMA_NAMES = re.compile(r"(?:^|\.)(?:altup|laurel|per_layer_)")
+
+
+def convention_from_names(names: list[str]) -> tuple[Convention, str] | None:
+    """``(offset, why)`` when the tensor names are Gemma 2/3's own and nothing else says how
+    gains are stored; ``None`` when the names prove nothing."""
+    hit = next((n for n in names if OFFSET_ONLY_NAMES.search(n)), None)
+    if hit is None or any(DIRECT_GEMMA_NAMES.search(n) for n in names):
+        return None
+    return Convention.OFFSET, (f"inferred from the tensor names ({hit!r} exists only in "
+                               "Gemma 2/3, which store 1+w)")
+
+
 def detect_convention(cfg: dict[str, Any]) -> tuple[Convention, str]:
     """``(convention, why)`` from a config alone."""
     tc = text_config(cfg)

@@ -20,7 +20,7 @@ import io
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from ckpt_audit.errors import UnsafePickleError
 
@@ -179,8 +179,9 @@ def _inert_class(module: str, name: str) -> type[Inert]:
 class SafeUnpickler(pickle.Unpickler):
     """Unpickles only allowlisted globals; storages become :class:`StorageRef` objects."""
 
-    def __init__(self, data: bytes, source: str) -> None:
-        super().__init__(io.BytesIO(data))
+    def __init__(self, data: bytes | IO[bytes], source: str) -> None:
+        # a file object lets a caller unpickle several pickles in a row (legacy torch files)
+        super().__init__(io.BytesIO(data) if isinstance(data, bytes | bytearray) else data)
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:

@@ -1,4 +1,5 @@
-"""torch zip pickles: ``pytorch_model.bin``, ``*.pt``/``*.pth``, sharded ``*.bin.index.json``.
+"""torch pickles, zip (torch >= 1.6) or legacy: ``pytorch_model.bin``, ``*.pt``/``*.pth``,
+sharded ``*.bin.index.json``.
 
 The object tree is unpickled with the allowlist of :mod:`ckpt_audit.readers.safe_pickle`; the
 state dict is found under the usual wrapper keys (``state_dict``, ``model_state_dict``,
@@ -16,9 +17,10 @@ import numpy as np
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.safe_pickle import TensorRef
+from ckpt_audit.readers.torch_legacy import LEGACY_MAGIC, LegacyArchive, is_legacy
 from ckpt_audit.readers.torch_zip import ZIP_MAGIC, TorchArchive
 from ckpt_audit.records import TensorInfo
-from ckpt_audit.storage import Location
+from ckpt_audit.storage import ByteSource, Location
 
 INDEX_NAME = "pytorch_model.bin.index.json"
 SINGLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "consolidated.pth")
@@ -130,6 +132,16 @@ def plain_config(tree: Any) -> tuple[dict[str, Any], str | None]:
     return {}, None
 
 
+def open_archive(src: ByteSource) -> TorchArchive | LegacyArchive:
+    """A torch file of either serialization: zip (torch >= 1.6) or legacy (a pickle sequence)."""
+    try:
+        head = src.read(0, min(len(LEGACY_MAGIC), src.size()))
+        return LegacyArchive(src) if is_legacy(head) else TorchArchive(src)
+    except BaseException:
+        src.close()
+        raise
+
+
 class TorchReader(CheckpointReader):
     """Reads torch zip checkpoints lazily through the allowlisting unpickler."""
 
@@ -139,7 +151,7 @@ class TorchReader(CheckpointReader):
     def __init__(self, loc: Location) -> None:
         super().__init__(loc)
         self._folder = loc if loc.is_dir() else None
-        self._archives: dict[str, TorchArchive] = {}
+        self._archives: dict[str, TorchArchive | LegacyArchive] = {}
         self._files = self._file_locations(loc)
         self._refs: dict[str, tuple[str, TensorRef]] = {}
         self._infos: dict[str, TensorInfo] | None = None
@@ -154,11 +166,12 @@ class TorchReader(CheckpointReader):
         try:
             src = loc.open()
             try:
-                return src.read(0, min(4, src.size())) == ZIP_MAGIC
+                head = src.read(0, min(len(LEGACY_MAGIC), src.size()))
             finally:
                 src.close()
         except FormatError:
             return False
+        return head[:4] == ZIP_MAGIC or is_legacy(head)
 
     def _file_locations(self, loc: Location) -> dict[str, Location]:
         if not loc.is_dir():
@@ -184,10 +197,10 @@ class TorchReader(CheckpointReader):
             raise FormatError("no torch checkpoint files in this folder", loc.display)
         return {n: loc.child(n) for n in names}
 
-    def archive(self, shard: str) -> TorchArchive:
+    def archive(self, shard: str) -> TorchArchive | LegacyArchive:
         arc = self._archives.get(shard)
         if arc is None:
-            arc = TorchArchive(self._files[shard].open())
+            arc = open_archive(self._files[shard].open())
             self._archives[shard] = arc
         return arc
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -66,8 +67,8 @@ class TorchArchive:
         head = src.read(0, min(4, size))
         if head != ZIP_MAGIC:
             raise FormatError(
-                "not a torch zip checkpoint (legacy pre-1.6 torch pickles and raw pickles are "
-                "refused: re-save with torch.save or convert to safetensors)",
+                "not a torch checkpoint (neither a torch zip nor a legacy torch file; raw "
+                "pickles are refused: re-save with torch.save or convert to safetensors)",
                 src.name,
             )
         try:
@@ -121,23 +122,30 @@ class TorchArchive:
         """Read only the bytes of ``ref``'s view (a 1-D gain: exactly its elements)."""
         record = f"{self.prefix}data/{ref.storage.key}"
         start, info = self._data_offset(record)
-        item = ITEMSIZE.get(ref.dtype)
-        if item is None:
-            raise FormatError(f"unsupported tensor dtype {ref.dtype}", self.src.name)
-        numel = int(np.prod(ref.shape)) if ref.shape else 1
-        if numel == 0:
-            return np.zeros(ref.shape, dtype=np.float32)
-        lo = ref.offset
-        hi = ref.offset + sum((s - 1) * st for s, st in zip(ref.shape, ref.stride, strict=True))
-        if min(ref.stride, default=0) < 0 or lo < 0 or (hi + 1) * item > info.file_size:
-            raise FormatError(f"tensor view outside its storage record {record!r}",
-                              self.src.name)
         if info.compress_type != zipfile.ZIP_STORED:
-            raw = self._member_bytes(record)[lo * item : (hi + 1) * item]
-        else:
-            raw = self.src.read(start + lo * item, (hi + 1 - lo) * item)
-        span = decode(raw, ref.dtype, (hi + 1 - lo,), self.src.name)
-        if len(ref.shape) <= 1 and (not ref.stride or ref.stride[0] == 1):
-            return span.reshape(ref.shape).copy()
-        strides = tuple(st * span.itemsize for st in ref.stride)
-        return np.lib.stride_tricks.as_strided(span, ref.shape, strides).copy()
+            data = self._member_bytes(record)
+            return read_view(ref, info.file_size, lambda lo, n: data[lo : lo + n], self.src.name)
+        return read_view(ref, info.file_size, lambda lo, n: self.src.read(start + lo, n),
+                         self.src.name)
+
+
+def read_view(ref: TensorRef, storage_bytes: int, read: Callable[[int, int], bytes],
+              where: str) -> np.ndarray:
+    """Read only the bytes of ``ref``'s view of a storage of ``storage_bytes`` bytes, through
+    ``read(byte offset in the storage, length)`` (a 1-D gain: exactly its elements)."""
+    item = ITEMSIZE.get(ref.dtype)
+    if item is None:
+        raise FormatError(f"unsupported tensor dtype {ref.dtype}", where)
+    numel = int(np.prod(ref.shape)) if ref.shape else 1
+    if numel == 0:
+        return np.zeros(ref.shape, dtype=np.float32)
+    lo = ref.offset
+    hi = ref.offset + sum((s - 1) * st for s, st in zip(ref.shape, ref.stride, strict=True))
+    if min(ref.stride, default=0) < 0 or lo < 0 or (hi + 1) * item > storage_bytes:
+        raise FormatError(f"tensor view outside its storage {ref.storage.key!r}", where)
+    raw = read(lo * item, (hi + 1 - lo) * item)
+    span = decode(raw, ref.dtype, (hi + 1 - lo,), where)
+    if len(ref.shape) <= 1 and (not ref.stride or ref.stride[0] == 1):
+        return span.reshape(ref.shape).copy()
+    strides = tuple(st * span.itemsize for st in ref.stride)
+    return np.lib.stride_tricks.as_strided(span, ref.shape, strides).copy()

@@ -101,3 +101,58 @@ def test_state_key_refused_for_safetensors(tmp_path: Path) -> None:
     save_file({"model.norm.weight": np.ones(8, np.float32)}, str(tmp_path / "m.safetensors"))
     r = run_cli(["audit", str(tmp_path / "m.safetensors"), "--state-key", "ema"])
     assert r.code == 2 and "--state-key applies to torch pickles" in r.err
+
+
+def test_legacy_serialization_same_figures_as_zip(tmp_path: Path, s) -> None:
+    """``_use_new_zipfile_serialization=False`` (every torch before 1.6): read through the same
+    allowlist, seeking only to the gains' storages, with the zip file's exact figures."""
+    zipped = save_nanogpt(s, tmp_path / "zip.pt", final_scale=0.15)
+    legacy = save_nanogpt(s, tmp_path / "legacy.pt", final_scale=0.15,
+                          _use_new_zipfile_serialization=False)
+    assert legacy.read_bytes()[:2] == b"\x80\x02"  # a pickle, not a zip
+    code_z, rep_z = _json([str(zipped)])
+    code_l, rep_l = _json([str(legacy)])
+    assert rep_l["format"] == "torch" and code_l == code_z == 1
+    strip = ("checkpoint", "bytes_read")
+    assert {k: v for k, v in rep_l.items() if k not in strip} == {
+        k: v for k, v in rep_z.items() if k not in strip}
+    assert rep_l["final_ratio"] == pytest.approx(rms(s.final * np.float32(0.15)), rel=1e-12)
+    # only the gains' storages are read, never the embeddings or matrices
+    assert rep_l["bytes_read"] < legacy.stat().st_size / 4
+
+
+def test_legacy_views_dtypes_and_corruption(tmp_path: Path) -> None:
+    from ckpt_audit.errors import FormatError
+    from ckpt_audit.readers import open_checkpoint
+
+    base = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    sd = {"a.norm.weight": base[1], "b.norm.weight": base[:, 2],
+          "c.norm.weight": torch.linspace(0, 1, 8).to(torch.bfloat16),
+          "d.norm.weight": torch.ones(4, dtype=torch.float16)}
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(sd, path, _use_new_zipfile_serialization=False)
+    with open_checkpoint(str(tmp_path)) as r:
+        for k, v in sd.items():
+            np.testing.assert_array_equal(r.read(k), v.float().numpy())
+    raw = path.read_bytes()
+    (tmp_path / "cut.bin").write_bytes(raw[:-3])
+    with pytest.raises(FormatError, match="do not add up"):
+        with open_checkpoint(str(tmp_path / "cut.bin")) as r:
+            r.tensors()
+
+
+def test_legacy_hostile_pickle_refused(tmp_path: Path) -> None:
+    import pickle
+
+    from ckpt_audit.readers.torch_legacy import LEGACY_MAGIC
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(LEGACY_MAGIC + pickle.dumps(1001, protocol=2) + pickle.dumps({}, protocol=2)
+                     + pickle.dumps({"x": Evil()}, protocol=2))
+    r = run_cli(["audit", str(path)])
+    assert r.code == 2 and "print" in r.err and "not on the allowlist" in r.err
+    assert "pwned" not in r.out + r.err

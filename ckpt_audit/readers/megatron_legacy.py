@@ -32,6 +32,7 @@ from ckpt_audit.readers.megatron_common import (
     resolve_iteration,
     uses_offset_gains,
 )
+from ckpt_audit.readers.replicas import replica_findings
 from ckpt_audit.readers.safe_pickle import TensorRef
 from ckpt_audit.readers.torch_zip import TorchArchive
 from ckpt_audit.records import Convention, Finding, Severity, TensorInfo
@@ -313,23 +314,7 @@ class MegatronLegacyReader(CheckpointReader):
         self._findings = value
 
     def _compare_replicas(self, name: str, copies: list[_Copy], arrays: list[np.ndarray]) -> None:
-        base = arrays[0]
-        for c, arr in zip(copies[1:], arrays[1:], strict=True):
-            if arr.shape == base.shape and arr.tobytes() == base.tobytes():
-                continue
-            if arr.shape != base.shape:
-                detail = f"shapes {base.shape} vs {arr.shape}"
-            else:
-                diff = np.abs(arr.astype(np.float64) - base.astype(np.float64))
-                flat_a = arr.reshape(arr.size, -1).view(np.uint8)
-                flat_b = base.reshape(base.size, -1).view(np.uint8)
-                differ = int(np.count_nonzero(np.any(flat_a != flat_b, axis=1)))
-                detail = f"{differ} of {base.size} channels differ, max |diff| = {diff.max():.6g}"
-            self._findings.append(Finding(
-                Severity.FAIL, "tp-mismatch", name,
-                f"tensor-parallel replicas of a replicated gain are not identical: "
-                f"{copies[0].rank_dir} vs {c.rank_dir}: {detail}",
-            ))
+        self._findings.extend(replica_findings(name, [c.rank_dir for c in copies], arrays))
 
     def config(self) -> dict[str, Any]:
         self.tensors()

@@ -8,6 +8,7 @@ imported lazily so that opening a safetensors file never imports torch or gguf.
 from __future__ import annotations
 
 import importlib
+import re
 
 from ckpt_audit.errors import DetectionError
 from ckpt_audit.readers.base import CheckpointReader
@@ -19,6 +20,7 @@ READERS: list[tuple[str, str, str]] = [
     ("megatron-legacy", "ckpt_audit.readers.megatron_legacy", "MegatronLegacyReader"),
     ("dcp", "ckpt_audit.readers.dcp_reader", "DcpReader"),
     ("deepspeed", "ckpt_audit.readers.deepspeed_reader", "DeepSpeedReader"),
+    ("meta", "ckpt_audit.readers.meta_reader", "MetaReader"),
     ("safetensors", "ckpt_audit.readers.safetensors_reader", "SafetensorsReader"),
     ("torch", "ckpt_audit.readers.torch_reader", "TorchReader"),
     # single files recognised by their first bytes (GGUF magic; llama2.c magic or a sane header
@@ -27,6 +29,14 @@ READERS: list[tuple[str, str, str]] = [
     ("llama2c", "ckpt_audit.readers.llama2c_reader", "Llama2cReader"),
 ]
 
+#: Formats a single file can be, tried on each file of a folder no folder layout matched.
+FILE_FORMATS = ("safetensors", "torch", "gguf", "llama2c")
+#: Files of a folder that are never weights (configs, tokenizers, docs).
+NOT_WEIGHTS = re.compile(r"\.(?:json|txt|md|py|model|yaml|yml|toml|cfg|ini|log|lock|sh)$|^\.",
+                         re.IGNORECASE)
+#: Files looked at, at most, when a folder is searched for its one weight file.
+MAX_FOLDER_FILES = 256
+
 #: What detection looks for, shown when nothing matched.
 LOOKED_FOR = [
     "Megatron run folder (latest_checkpointed_iteration.txt) or iter_XXXXXXX/ with "
@@ -34,9 +44,12 @@ LOOKED_FOR = [
     "PyTorch Distributed Checkpoint folder (.metadata + __R_N.distcp)",
     "DeepSpeed folder (latest + global_stepN/mp_rank_00_model_states.pt)",
     "*.safetensors / model.safetensors.index.json",
-    "pytorch_model.bin / *.pt / *.pth / pytorch_model.bin.index.json (torch zip pickles)",
+    "Meta consolidated.NN.pth + params.json",
+    "pytorch_model.bin / *.pt / *.pth / *.ckpt / pytorch_model.bin.index.json (torch zip or "
+    "legacy pickles)",
     "a GGUF file (magic GGUF)",
     "a llama2.c model file (v1/v2 magic ak42, or a v0 header matching the file size)",
+    "a folder whose only weight file is one of these files, whatever its name",
 ]
 
 
@@ -47,6 +60,7 @@ SUPERSEDES: dict[str, frozenset[str]] = {
     "megatron-torch_dist": frozenset({"dcp"}),
     "megatron-legacy": frozenset({"torch"}),  # a lone model_optim_rng.pt is a torch zip too
     "safetensors": frozenset({"torch"}),
+    "meta": frozenset({"torch"}),
 }
 
 
@@ -63,6 +77,22 @@ def reader_class(fmt: str) -> type[CheckpointReader]:
     raise DetectionError(
         f"unknown format {fmt!r}; known formats: {', '.join(available_formats())}"
     )
+
+
+def weight_files(folder: Location) -> list[tuple[str, str]]:
+    """``(file name, format)`` of every file in ``folder`` that a single-file reader recognises
+    by its content (magic bytes, headers), whatever its name; configs and docs are skipped."""
+    found: list[tuple[str, str]] = []
+    names = sorted(n for n in folder.listdir() if not NOT_WEIGHTS.search(n))
+    for name in names[:MAX_FOLDER_FILES]:
+        child = folder.child(name)
+        if child.is_dir():
+            continue
+        for fmt in FILE_FORMATS:
+            if reader_class(fmt).detect(child):
+                found.append((name, fmt))
+                break
+    return found
 
 
 def open_checkpoint(path: str | Location, format_hint: str | None = None,
@@ -102,6 +132,18 @@ def _open(path: str | Location, format_hint: str | None = None) -> CheckpointRea
         )
     if matches:
         return reader_class(matches[0])(loc)
+    if loc.is_dir():
+        found = weight_files(loc)
+        if len(found) == 1:
+            name, fmt = found[0]
+            return reader_class(fmt)(loc.child(name))
+        if len(found) > 1:
+            raise DetectionError(
+                "this folder holds several candidate checkpoints ("
+                + ", ".join(f"{n}: {f}" for n, f in found)
+                + "); audit one of them by its path",
+                loc.display,
+            )
     what = "folder" if loc.is_dir() else "file"
     raise DetectionError(
         f"no supported checkpoint in this {what}; looked for: " + "; ".join(LOOKED_FOR)

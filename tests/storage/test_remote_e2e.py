@@ -155,7 +155,7 @@ def test_llama2c_over_http_equals_local(capsys, stories_path):
 @pytest.mark.slow
 def test_deepseek_v3_benchmark_budget(tmp_path):
     """The README benchmark itself: 162 sparse shards, ≤ 1.3 × (metadata + gains) fetched."""
-    from bench_remote import run
+    from benchmarks.bench_remote import run
 
     result = run(str(tmp_path))
     assert result["ok"], result

@@ -83,7 +83,7 @@ def _gemma2(tmp_path: Path) -> Path:
 def test_gemma2_names_without_config_infer_offset(tmp_path: Path) -> None:
     """Gemma 2 weights at init (w = 0) without config.json: read as direct every ratio would be
     0; the Gemma-only names give offset, and the report says it was inferred."""
-    from tests.conftest import run_cli
+    from tests.support.cli import run_cli
 
     folder = _gemma2(tmp_path)
     with_cfg = audit_checkpoint(str(folder))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 from tests.support.trainers import meta_state, rms, save_meta, save_nanogpt, stories
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 from tests.support.trainers import rms, save_nanogpt, stories
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import require_data, run_cli
+from tests.support.cli import run_cli
+from tests.support.paths import require_data
 
 
 def _fracast() -> Path:

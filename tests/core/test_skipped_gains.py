@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 
 @pytest.fixture()

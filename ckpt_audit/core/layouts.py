@@ -51,7 +51,9 @@ FINAL_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"(?:model\.)?rms_final_weight",  # llama2.c
         r"backbone\.norm_f\.weight",  # Mamba
         r"(?:model\.)?norm_f\.weight",
+        r"(?:rwkv\.)?ln_out\.weight",  # RWKV
         # a list of output norms (fracast's gather head): the highest index is the last
+
         r"(?:model\.)?head\.decoder_norms\.\d+\.weight",
     )
 )

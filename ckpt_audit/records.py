@@ -115,6 +115,9 @@ class NormRecord:
     stats: GainStats
     status: Status
     severity: Severity
+    #: ‖γ_eff,REF‖₂ of the same-named gain of ``--reference``; then ``stats.ratio`` is
+    #: ``stats.norm / reference_norm`` instead of ``stats.norm / √dim``.
+    reference_norm: float | None = None
 
 
 @dataclass(frozen=True)

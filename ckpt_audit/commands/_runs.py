@@ -36,6 +36,28 @@ def audit_kwargs(policy: Any, format_hint: str | None, d_model: int | None,
             "convention": parse_convention(convention)}
 
 
+def with_reference(kwargs: dict[str, Any], reference: str | None,
+                   first: str | None = None) -> dict[str, Any]:
+    """``kwargs`` plus the loaded ``--reference`` (``first``: the run's first checkpoint)."""
+    if not reference:
+        return kwargs
+    from ckpt_audit.core.audit import load_reference
+
+    if reference == "first":
+        if first is None:
+            raise CkptAuditError("--reference first needs a run with at least one checkpoint")
+        reference = first
+    ref = load_reference(reference, format_hint=kwargs.get("format_hint"),
+                         convention=kwargs.get("convention"))
+    return {**kwargs, "reference": ref}
+
+
+def reference_json(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The top-level ``reference`` object of a JSON document (``{"kind": "init"}`` by default)."""
+    ref = kwargs.get("reference")
+    return ref.to_json() if ref is not None else {"kind": "init"}
+
+
 def apply_baseline(results: Sequence[CheckpointResult], baseline_path: str | None,
                    policy: Any) -> tuple[CheckpointResult, ...]:
     """Add ``baseline-drift``/``baseline-missing`` findings to every audited checkpoint."""

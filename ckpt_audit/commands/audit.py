@@ -25,10 +25,12 @@ def run_audit(
     baseline: str | None = None,
     probe: str | None = None,
     state_key: str | None = None,
+    reference: str | None = None,
 ) -> int:
     """Audit, render, and return the exit code (0 pass, 1 findings at/above fail_on)."""
     from ckpt_audit.core.audit import audit_checkpoint
     from ckpt_audit.core.policy import load_policy
+    from ckpt_audit.core.reference import INIT
     from ckpt_audit.core.verdict import exit_code, parse_fail_on
     from ckpt_audit.report import FORMATS, render
 
@@ -42,9 +44,14 @@ def run_audit(
         except ValueError:
             raise CkptAuditError("--convention must be direct, offset or none") from None
     policy = load_policy(config)
+    ref = INIT
+    if reference:
+        from ckpt_audit.core.audit import load_reference
+
+        ref = load_reference(reference, format_hint=format_hint, convention=conv)
     report = audit_checkpoint(path, policy=policy, format_hint=format_hint, d_model=d_model,
                               convention=conv, expect_init=expect_init, device=device,
-                              state_key=state_key)
+                              state_key=state_key, reference=ref)
     if baseline:
         from ckpt_audit.runs.gate import with_baseline
 
@@ -119,8 +126,12 @@ def register(app: typer.Typer) -> None:
         state_key: str | None = typer.Option(
             None, "--state-key",
             help="Key of a torch pickle that holds the weights to audit (ema, model_ema)."),
+        reference: str | None = typer.Option(
+            None, "--reference",
+            help="Ratios to this checkpoint's same-named gains (a fine-tune's base) instead "
+                 "of √n."),
     ) -> None:
         """Audit every norm gain of a checkpoint against the policy's bands."""
         code = run_audit(path, fmt, output, config, fail_on, format_hint, d_model, convention,
-                         expect_init, device, show, width, baseline, probe, state_key)
+                         expect_init, device, show, width, baseline, probe, state_key, reference)
         raise typer.Exit(code)

@@ -14,7 +14,8 @@ def run_compare(runs: list[str], *, fmt: str = "table", output: str | None = Non
                 config: str | None = None, tolerance: float = 0.05, plot: str | None = None,
                 plot_size: str = "1000x600", gain: str | None = None, settle: float = 0.0,
                 format_hint: str | None = None, d_model: int | None = None,
-                convention: str | None = None, width: int | None = None) -> int:
+                convention: str | None = None, width: int | None = None,
+                reference: str | None = None) -> int:
     """Audit every run, compare each with the first; exit 1 when any run diverges."""
     from ckpt_audit.commands._common import console
     from ckpt_audit.commands.trend import parse_size
@@ -35,12 +36,14 @@ def run_compare(runs: list[str], *, fmt: str = "table", output: str | None = Non
     _runs.refuse_inside_any(output, runs)
     _runs.refuse_inside_any(plot, runs)
     policy = load_policy(config)
-    kwargs = _runs.audit_kwargs(policy, format_hint, d_model, convention)
+    kwargs = _runs.with_reference(_runs.audit_kwargs(policy, format_hint, d_model, convention),
+                                  reference)
     audited = [(r, audit_checkpoints(discover_run(r, settle=settle).checkpoints, **kwargs))
                for r in runs]
     divergences = [first_divergence(audited[0], other, tolerance) for other in audited[1:]]
     if fmt == "json":
-        _runs.write(json.dumps(compare_to_dict(audited, divergences, tolerance), indent=2) + "\n",
+        _runs.write(json.dumps({**compare_to_dict(audited, divergences, tolerance),
+                                "reference": _runs.reference_json(kwargs)}, indent=2) + "\n",
                     output)
     elif output:
         _runs.write(to_text(lambda c: print_compare(audited, divergences, tolerance, c), width),
@@ -80,9 +83,14 @@ def register(app: typer.Typer) -> None:
         d_model: int | None = typer.Option(None, "--d-model", min=1),
         convention: str | None = typer.Option(None, "--convention"),
         width: int | None = typer.Option(None, "--width", min=40),
+        reference: str | None = typer.Option(
+            None, "--reference",
+            help="Ratios to this checkpoint's same-named gains (a fine-tune's base) instead "
+                 "of √n."),
     ) -> None:
         """Compare runs at matching steps; report the first gain (by layer) that diverges."""
         raise typer.Exit(run_compare(runs, fmt=fmt, output=output, config=config,
                                      tolerance=tolerance, plot=plot, plot_size=plot_size,
                                      gain=gain, settle=settle, format_hint=format_hint,
-                                     d_model=d_model, convention=convention, width=width))
+                                     d_model=d_model, convention=convention, width=width,
+                                     reference=reference))

@@ -12,7 +12,8 @@ from ckpt_audit.commands import _runs
 def run_diff(a: str, b: str, *, fmt: str = "table", output: str | None = None,
              config: str | None = None, show: int = 30, format_hint: str | None = None,
              d_model: int | None = None, convention: str | None = None,
-             width: int | None = None, max_change: float | None = None) -> int:
+             width: int | None = None, max_change: float | None = None,
+             reference: str | None = None) -> int:
     """Audit both checkpoints and diff them; exit 1 when ``max_change`` is set and exceeded."""
     import math
 
@@ -25,11 +26,14 @@ def run_diff(a: str, b: str, *, fmt: str = "table", output: str | None = None,
     _runs.check_choice("--format", fmt, ("table", "json"))
     _runs.refuse_inside_any(output, [a, b])
     policy = load_policy(config)
-    kwargs = _runs.audit_kwargs(policy, format_hint, d_model, convention)
+    kwargs = _runs.with_reference(_runs.audit_kwargs(policy, format_hint, d_model, convention),
+                                  reference)
     ra, rb = audit_checkpoint(a, **kwargs), audit_checkpoint(b, **kwargs)
     rows = diff_reports(ra, rb)
     if fmt == "json":
-        _runs.write(json.dumps(diff_to_dict(ra, rb, rows), indent=2) + "\n", output)
+        _runs.write(json.dumps({**diff_to_dict(ra, rb, rows),
+                                "reference": _runs.reference_json(kwargs)}, indent=2) + "\n",
+                    output)
     elif output:
         _runs.write(to_text(lambda c: print_diff(a, b, rows, c, show), width), output)
     else:
@@ -56,8 +60,13 @@ def register(app: typer.Typer) -> None:
         d_model: int | None = typer.Option(None, "--d-model", min=1),
         convention: str | None = typer.Option(None, "--convention"),
         width: int | None = typer.Option(None, "--width", min=40),
+        reference: str | None = typer.Option(
+            None, "--reference",
+            help="Ratios to this checkpoint's same-named gains (a fine-tune's base) instead "
+                 "of √n."),
     ) -> None:
         """Per gain: ratio in A, ratio in B and the change, largest change first."""
         raise typer.Exit(run_diff(a, b, fmt=fmt, output=output, config=config, show=show,
                                   format_hint=format_hint, d_model=d_model,
-                                  convention=convention, width=width, max_change=max_change))
+                                  convention=convention, width=width, max_change=max_change,
+                                  reference=reference))

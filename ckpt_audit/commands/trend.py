@@ -29,7 +29,7 @@ def run_trend(run: str, *, fmt: str = "table", output: str | None = None,
               plot: str | None = None, plot_size: str = "1000x600", baseline: str | None = None,
               settle: float = 0.0, github: bool | None = None, format_hint: str | None = None,
               d_model: int | None = None, convention: str | None = None,
-              width: int | None = None) -> int:
+              width: int | None = None, reference: str | None = None) -> int:
     """Discover, audit, build the trend, render it; return the exit code."""
     from ckpt_audit.commands._common import console
     from ckpt_audit.core.policy import load_policy
@@ -50,13 +50,16 @@ def run_trend(run: str, *, fmt: str = "table", output: str | None = None,
     _runs.refuse_inside_any(plot, [run])
     policy = load_policy(config)
     discovered = discover_run(run, settle=settle)
-    results = audit_checkpoints(discovered.checkpoints,
-                                **_runs.audit_kwargs(policy, format_hint, d_model, convention))
+    first = discovered.checkpoints[0].path if discovered.checkpoints else None
+    kwargs = _runs.with_reference(_runs.audit_kwargs(policy, format_hint, d_model, convention),
+                                  reference, first)
+    results = audit_checkpoints(discovered.checkpoints, **kwargs)
     results = _runs.apply_baseline(results, baseline, policy)
     role_list = tuple(r.strip() for r in roles.split(",") if r.strip())
     trend = build_trend(run, results, roles=role_list, pattern=gains, jump=jump)
     if fmt == "json":
-        _runs.write(json.dumps(trend_to_dict(trend), indent=2) + "\n", output)
+        _runs.write(json.dumps({**trend_to_dict(trend), "reference": _runs.reference_json(kwargs)},
+                               indent=2) + "\n", output)
     elif fmt == "markdown":
         _runs.write(trend_markdown(trend), output)
     elif fmt == "junit":
@@ -107,11 +110,15 @@ def register(app: typer.Typer) -> None:
         d_model: int | None = typer.Option(None, "--d-model", min=1),
         convention: str | None = typer.Option(None, "--convention"),
         width: int | None = typer.Option(None, "--width", min=40, help="Pin the width."),
+        reference: str | None = typer.Option(
+            None, "--reference",
+            help="Ratios to this checkpoint's same-named gains ('first': the run's first "
+                 "checkpoint, a fine-tune's base) instead of √n."),
     ) -> None:
         """Final and MTP norms over a run: ratios, first step out of band, jumps, plot."""
         code = run_trend(run, fmt=fmt, output=output, config=config, fail_on=fail_on,
                          incomplete=incomplete, jump=jump, roles=roles, gains=gains, plot=plot,
                          plot_size=plot_size, baseline=baseline, settle=settle, github=github,
                          format_hint=format_hint, d_model=d_model, convention=convention,
-                         width=width)
+                         width=width, reference=reference)
         raise typer.Exit(code)

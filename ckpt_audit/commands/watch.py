@@ -31,7 +31,7 @@ def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
               fmt: str = "table", baseline: str | None = None, settle: float = 2.0,
               junit_path: str | None = None, github: bool | None = None,
               format_hint: str | None = None, d_model: int | None = None,
-              convention: str | None = None) -> int:
+              convention: str | None = None, reference: str | None = None) -> int:
     """Poll ``run``; return 1 as soon as a checkpoint reaches ``exit_on``, else 0 after
     ``max_polls`` polls (never, when ``max_polls`` is ``None``)."""
     import os
@@ -58,7 +58,8 @@ def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
     check_state_path(state_path, run)
     _runs.refuse_inside_any(junit_path, [run])
     policy = load_policy(config)
-    kwargs = _runs.audit_kwargs(policy, format_hint, d_model, convention)
+    kwargs = _runs.with_reference(_runs.audit_kwargs(policy, format_hint, d_model, convention),
+                                  reference)
     st = load_state(state_path, run)
     from ckpt_audit.records import Severity
 
@@ -129,10 +130,14 @@ def register(app: typer.Typer) -> None:
         format_hint: str | None = typer.Option(None, "--format-hint"),
         d_model: int | None = typer.Option(None, "--d-model", min=1),
         convention: str | None = typer.Option(None, "--convention"),
+        reference: str | None = typer.Option(
+            None, "--reference",
+            help="Ratios to this checkpoint's same-named gains (a fine-tune's base) instead "
+                 "of √n."),
     ) -> None:
         """Poll a run for new complete checkpoints and audit each exactly once."""
         raise typer.Exit(run_watch(run, interval=interval, max_polls=1 if once else max_polls,
                                    exit_on=exit_on, state=state, config=config, fmt=fmt,
                                    baseline=baseline, settle=settle, junit_path=junit_path,
                                    github=github, format_hint=format_hint, d_model=d_model,
-                                   convention=convention))
+                                   convention=convention, reference=reference))

@@ -10,6 +10,7 @@ import gc
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from ckpt_audit.core.conventions import (
 from ckpt_audit.core.discovery import Candidate, Discovery, discover
 from ckpt_audit.core.layouts import ENCODER_MODEL_TYPES, d_model_from_config, model_type
 from ckpt_audit.core.policy import Policy, load_policy
+from ckpt_audit.core.reference import INIT, Reference, from_norms
 from ckpt_audit.core.stats import gain_stats
 from ckpt_audit.errors import CkptAuditError
 from ckpt_audit.readers import CheckpointReader, open_checkpoint
@@ -52,8 +54,33 @@ def band_message(rec: NormRecord, policy: Policy) -> str:
     lo, hi = policy.bands_for(rec.role).ranges()[rec.status]
     band = (f"r < {lo if lo is not None else hi}" if lo is None
             else f"r > {lo}" if hi is None else f"{lo} ≤ r ≤ {hi}")
+    if rec.reference_norm is not None:
+        return (f"‖γ‖₂ = {_fmt(s.norm)} is {s.ratio:.3f}× the reference's "
+                f"‖γ_REF‖₂ = {_fmt(rec.reference_norm)}: {rec.status.value} ({band})")
     return (f"‖γ‖₂ = {_fmt(s.norm)} is {s.ratio:.3f}×√{s.dim} "
             f"(√{s.dim} = {math.sqrt(s.dim):.4g}): {rec.status.value} ({band})")
+
+
+def against_reference(name: str, st: GainStats, reference: Reference
+                      ) -> tuple[GainStats, float | None, Finding | None]:
+    """The gain's statistics with ``ratio`` = ‖γ_eff‖₂ / ‖γ_eff,REF‖₂, the reference norm, and a
+    finding when the reference has no usable same-named gain (the ratio then stays norm/√n)."""
+    if reference.is_init:
+        return st, None, None
+    ref = reference.lookup(name)
+    if ref is None:
+        return st, None, Finding(
+            Severity.WARN, "reference-missing", name,
+            f"no gain of this name in the reference {reference.path}: its ratio is to √{st.dim} "
+            "(the all-ones init) instead")
+    ref_norm, ref_dim = ref
+    if ref_dim != st.dim or not (math.isfinite(ref_norm) and ref_norm > 0):
+        why = (f"has length {ref_dim}, this gain {st.dim}" if ref_dim != st.dim
+               else f"has ‖γ_REF‖₂ = {_fmt(ref_norm)}")
+        return st, None, Finding(
+            Severity.FAIL, "reference-mismatch", name,
+            f"the same-named gain in the reference {reference.path} {why}: no ratio to it")
+    return replace(st, ratio=st.norm / ref_norm), ref_norm, None
 
 
 def resolve_d_model(
@@ -117,6 +144,7 @@ def audit_reader(
     convention: Convention | None = None,
     expect_init: bool = False,
     device: str = "cpu",
+    reference: Reference = INIT,
 ) -> AuditReport:
     """Audit an open checkpoint. See docs/METRICS.md for every figure's definition."""
     policy = policy or load_policy()
@@ -142,15 +170,20 @@ def audit_reader(
                  for c in disc.gains}
         values = gain_values(reader, disc.gains)
         stats = _stats_for(values, convs, policy.near_zero, device)
+        ref_policy = policy.for_reference()
         for c in disc.gains:
-            st = stats[c.name]
-            status, severity = policy.classify(st.ratio, c.role)
+            st, ref_norm, ref_finding = against_reference(c.name, stats[c.name], reference)
+            if ref_finding is not None:
+                findings.append(ref_finding)
+            status, severity = (ref_policy if ref_norm is not None else policy).classify(
+                st.ratio, c.role)
             dtype = c.quant.dtype if c.quant else tensors[c.name].dtype
             rec = NormRecord(c.name, c.role, c.layer, dtype, convs[c.name], st,
-                             status, severity)
+                             status, severity, ref_norm)
             records.append(rec)
             if severity is not Severity.OK:
-                findings.append(Finding(severity, status.value, c.name, band_message(rec, policy)))
+                findings.append(Finding(severity, status.value, c.name, band_message(
+                    rec, ref_policy if ref_norm is not None else policy)))
             if expect_init and not (abs(st.norm - math.sqrt(st.dim)) < policy.init_tolerance):
                 findings.append(Finding(
                     Severity.FAIL, "init-mismatch", c.name,
@@ -197,6 +230,7 @@ def audit_reader(
             "mtp_layout": disc.mtp_layout,
             "mtp_declared": disc.mtp_declared,
             "device": device,
+            "reference": reference.to_json(),
         },
     )
 
@@ -211,11 +245,26 @@ def audit_checkpoint(
     expect_init: bool = False,
     device: str = "cpu",
     state_key: str | None = None,
+    reference: Reference = INIT,
 ) -> AuditReport:
-    """Open ``path`` (file, folder or URL) and audit it (``state_key``: see ``--state-key``)."""
+    """Open ``path`` (file, folder or URL) and audit it (``state_key``: see ``--state-key``;
+    ``reference``: see :func:`load_reference`)."""
     with gc_paused(), open_checkpoint(path, format_hint, state_key) as reader:
         return audit_reader(reader, policy=policy, d_model=d_model, convention=convention,
-                            expect_init=expect_init, device=device)
+                            expect_init=expect_init, device=device, reference=reference)
+
+
+def load_reference(path: str | Location, *, format_hint: str | None = None,
+                   convention: Convention | None = None, state_key: str | None = None
+                   ) -> Reference:
+    """A reference checkpoint (any the tool reads, local or remote): its gains' γ_eff norms,
+    under the same discovery and conventions as an audit."""
+    rep = audit_checkpoint(path, format_hint=format_hint, convention=convention,
+                           state_key=state_key)
+    if not rep.norms:
+        raise CkptAuditError("the reference checkpoint has no gains to compare with",
+                             rep.checkpoint)
+    return from_norms(rep.checkpoint, {r.name: (r.stats.norm, r.stats.dim) for r in rep.norms})
 
 
 @contextmanager

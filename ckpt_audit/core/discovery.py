@@ -26,7 +26,6 @@ from ckpt_audit.core.layouts import (
     QUANT_INT_DTYPES,
     QUANT_SCHEMES,
     ROLE_PATTERNS,
-    WRAPPER_PREFIXES,
     MtpLayout,
     is_mtp_name,
     model_type,
@@ -36,6 +35,7 @@ from ckpt_audit.core.layouts import (
 from ckpt_audit.core.layouts import (
     MTP_PREFIXES as MTP_NAME_PREFIXES,
 )
+from ckpt_audit.core.reference import match_key
 from ckpt_audit.records import Finding, Role, Severity, SkippedTensor, TensorInfo
 
 
@@ -141,18 +141,11 @@ def _role(name: str, layer: int | None, mtp_ids: set[int]) -> Role:
     return Role.LAYER if layer is not None else Role.OTHER
 
 
-def _unwrapped(name: str) -> str:
-    """``name`` without leading wrapper prefixes (Lightning's ``model.``, DDP's ``module.``)."""
-    while name.startswith(WRAPPER_PREFIXES):
-        name = name.split(".", 1)[1]
-    return name
-
-
 def _find_final(names: list[str]) -> str | None:
     """The first name a final pattern matches, as is or once wrapper prefixes are removed;
     several matches of one pattern (a list of output norms) give the highest index."""
     for pattern in FINAL_PATTERNS:
-        hits = [n for n in names if pattern.fullmatch(n) or pattern.fullmatch(_unwrapped(n))]
+        hits = [n for n in names if pattern.fullmatch(n) or pattern.fullmatch(match_key(n))]
         if hits:
             return max(hits, key=_index_key)
     return None

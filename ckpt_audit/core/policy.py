@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,18 @@ class Policy:
     role_bands: dict[Role, Bands] = field(default_factory=dict)
     severity: dict[str, dict[Status, Severity]] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: ``[reference.bands]`` / ``[reference.roles.<role>.bands]``: the ladder for ratios to a
+    #: reference checkpoint (``--reference``), when the policy gives one.
+    reference_bands: Bands | None = None
+    reference_role_bands: dict[Role, Bands] = field(default_factory=dict)
+
+    def for_reference(self) -> Policy:
+        """This policy as it applies to ratios against a reference checkpoint: its reference-mode
+        bands when it has any, else the same bands."""
+        if self.reference_bands is None and not self.reference_role_bands:
+            return self
+        return replace(self, bands=self.reference_bands or self.bands,
+                       role_bands=dict(self.reference_role_bands))
 
     def bands_for(self, role: Role) -> Bands:
         """The ladder for one role (the role's override, else the global bands)."""
@@ -167,6 +179,19 @@ def policy_from_dict(data: dict[str, Any], source: str) -> Policy:
             if key != "default" and key not in {r.value for r in Role}:
                 raise PolicyError(f"severity: unknown role {key!r}")
             severity[key] = _severities(table, f"severity.{key}")
+        ref = data.get("reference") or {}
+        if not isinstance(ref, dict):
+            raise PolicyError("reference must be a table")
+        ref_bands = _bands(ref["bands"], bands, "reference.bands") if "bands" in ref else None
+        ref_role_bands: dict[Role, Bands] = {}
+        for role_name, table in (ref.get("roles") or {}).items():
+            try:
+                role = Role(role_name)
+            except ValueError:
+                raise PolicyError(f"reference.roles: unknown role {role_name!r}") from None
+            if isinstance(table, dict) and "bands" in table:
+                ref_role_bands[role] = _bands(table["bands"], ref_bands or bands,
+                                              f"reference.roles.{role_name}.bands")
         near_zero = float(data.get("near_zero", 0.01))
         init_tol = float(data.get("init_tolerance", 0.01))
     except PolicyError as exc:
@@ -174,7 +199,7 @@ def policy_from_dict(data: dict[str, Any], source: str) -> Policy:
     except (TypeError, ValueError) as exc:
         raise PolicyError(f"bad value ({exc})", source) from None
     return Policy(str(data.get("name", Path(source).stem)), source, near_zero, init_tol, bands,
-                  role_bands, severity, data)
+                  role_bands, severity, data, ref_bands, ref_role_bands)
 
 
 def default_policy_text() -> str:

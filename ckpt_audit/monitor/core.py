@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ckpt_audit.records import Convention, Role, Severity, Status, TensorInfo
@@ -105,8 +105,12 @@ def find_gains(module: Any, *, config: Mapping[str, Any] | None = None
 
 
 def read_gains(module: Any, *, policy: Any = None, convention: Convention | None = None,
-               config: Mapping[str, Any] | None = None) -> list[GainReading]:
-    """Measure every gain of ``module`` now and classify it with ``policy`` (default policy)."""
+               config: Mapping[str, Any] | None = None, reference: Any = None
+               ) -> list[GainReading]:
+    """Measure every gain of ``module`` now and classify it with ``policy`` (default policy).
+
+    With a checkpoint ``reference`` (:class:`ckpt_audit.core.reference.Reference`) a gain's ratio
+    is ‖γ_eff‖₂ / ‖γ_eff,REF‖₂ of the same-named gain (√n for a gain the reference lacks)."""
     import numpy as np
 
     from ckpt_audit.core.conventions import convention_for, resolve_convention
@@ -123,7 +127,12 @@ def read_gains(module: Any, *, policy: Any = None, convention: Convention | None
         values = np.asarray(p.detach().float().cpu().numpy(), dtype=np.float64).reshape(-1)
         conv = convention_for(name, default_conv, cfg, convention is not None)
         st = gain_stats(values, conv, pol.near_zero)
-        status, severity = pol.classify(st.ratio, role)
+        ref = reference.lookup(name) if reference is not None and not reference.is_init else None
+        if ref is not None and ref[1] == st.dim and ref[0] > 0:
+            st = replace(st, ratio=st.norm / ref[0])
+            status, severity = pol.for_reference().classify(st.ratio, role)
+        else:
+            status, severity = pol.classify(st.ratio, role)
         if st.nonfinite:
             status, severity = Status.NONFINITE, Severity.FAIL
         out.append(GainReading(name, role, layer, st.dim, st.norm, st.ratio, status, severity))
@@ -163,12 +172,15 @@ class GainMonitor:
     :class:`GainBandWarning`), ``raise`` (:class:`GainOutOfBandError`) or ``ignore`` when a gain is
     out of band. ``init_check``: ``raise`` (:class:`InitNormError`), ``warn`` or ``off`` for the
     step-0 check. ``log_roles``: roles logged gain by gain (others as min/max only).
+    ``reference``: ``None`` (ratios to √n, the all-ones init), ``"attach"`` (ratios to the model
+    as it is when the monitor first sees it: a fine-tune's base; the step-0 check is then off), a
+    checkpoint path, or a :class:`~ckpt_audit.core.reference.Reference`.
     """
 
     def __init__(self, policy: Any = None, *, every: int = 100, on_violation: str = "warn",
                  init_check: str = "raise", init_tol: float = 0.01,
                  log_roles: tuple[str, ...] = ("final", "mtp"), prefix: str = "gain_ratio/",
-                 convention: Convention | None = None) -> None:
+                 convention: Convention | None = None, reference: Any = None) -> None:
         if every < 1:
             raise ValueError("every must be >= 1")
         for what, value, allowed in (("on_violation", on_violation, ("warn", "raise", "ignore")),
@@ -179,17 +191,35 @@ class GainMonitor:
         self.init_check, self.init_tol, self.log_roles = init_check, init_tol, log_roles
         self.prefix, self.convention = prefix, convention
         self.history: list[tuple[int, list[GainReading]]] = []
+        self.reference_spec = reference
+        self.reference: Any = None
+        if isinstance(reference, str) and reference != "attach":
+            from ckpt_audit.core.audit import load_reference
+
+            self.reference = load_reference(reference, convention=convention)
+        elif reference is not None and not isinstance(reference, str):
+            self.reference = reference
+
+    def attach(self, module: Any) -> None:
+        """Take the model as it is now as the reference (``reference="attach"``)."""
+        from ckpt_audit.core.reference import from_norms
+
+        readings = read_gains(module, policy=self.policy, convention=self.convention)
+        self.reference = from_norms("attach", {r.name: (r.norm, r.dim) for r in readings})
 
     def due(self, step: int) -> bool:
         return step == 0 or step % self.every == 0
 
     def measure(self, module: Any) -> list[GainReading]:
-        return read_gains(module, policy=self.policy, convention=self.convention)
+        if self.reference_spec == "attach" and self.reference is None:
+            self.attach(module)
+        return read_gains(module, policy=self.policy, convention=self.convention,
+                          reference=self.reference)
 
     def check_init(self, module: Any) -> list[GainReading]:
         """The step-0 check; raises :class:`InitNormError` (or warns) when a gain is not √n."""
         readings = self.measure(module)
-        bad = init_errors(readings, self.init_tol)
+        bad = init_errors(readings, self.init_tol) if self.reference_spec is None else []
         if bad and self.init_check != "off":
             msg = "gain norms at step 0 are not √n (initialisation is wrong): " + "; ".join(bad)
             if self.init_check == "raise":

@@ -30,6 +30,7 @@ def norm_to_dict(rec: NormRecord) -> dict[str, Any]:
         "std": _num(s.std), "nonfinite": s.nonfinite, "near_zero": s.near_zero,
         "extreme": [[i, _num(v)] for i, v in s.extreme],
         "status": rec.status.value, "severity": rec.severity.value,
+        "reference_norm": None if rec.reference_norm is None else _num(rec.reference_norm),
     }
 
 

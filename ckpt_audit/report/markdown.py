@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from ckpt_audit.records import AuditReport
-from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending
+from ckpt_audit.report.summary import (
+    by_role,
+    fmt_norm,
+    fmt_ratio,
+    init_reference_note,
+    offending,
+    reference_line,
+)
 
 
 def _cell(s: str) -> str:
@@ -16,6 +23,7 @@ def render_markdown(report: AuditReport, *, show: int = 20) -> str:
     lines.append(f"format `{report.format}` · d_model {dm} · convention "
                  f"`{report.convention.value}` · policy `{report.policy_name}` · "
                  f"{len(report.norms)} gains")
+    lines.append(f"\n{_cell(reference_line(report))}")
     final = report.final
     if final is not None:
         lines += ["", f"Final norm `{final.name}`: ‖γ‖₂ = {fmt_norm(final.stats.norm)}, ratio "
@@ -39,6 +47,9 @@ def render_markdown(report: AuditReport, *, show: int = 20) -> str:
                          f"{b.status.value} | {b.severity.value} |")
         if len(bad) > show:
             lines.append(f"\n… and {len(bad) - show} more.")
+    note = init_reference_note(report)
+    if note:
+        lines += ["", f"> Note: {note}"]
     if report.skipped:
         lines += ["", f"Skipped (named like a norm, not audited): {len(report.skipped)}", "",
                   "| tensor | dtype | shape | reason |", "|---|---|---|---|"]

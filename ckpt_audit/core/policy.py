@@ -162,18 +162,24 @@ def _severities(obj: Any, where: str) -> dict[Status, Severity]:
     return out
 
 
+def _role_bands(roles: Any, base: Bands, where: str) -> dict[Role, Bands]:
+    """``[<where>.<role>.bands]`` tables, each layered over ``base``."""
+    out: dict[Role, Bands] = {}
+    for role_name, table in roles.items():
+        try:
+            role = Role(role_name)
+        except ValueError:
+            raise PolicyError(f"{where}: unknown role {role_name!r}") from None
+        if isinstance(table, dict) and "bands" in table:
+            out[role] = _bands(table["bands"], base, f"{where}.{role_name}.bands")
+    return out
+
+
 def policy_from_dict(data: dict[str, Any], source: str) -> Policy:
     """Build a :class:`Policy` from parsed TOML, validating every field."""
     try:
         bands = _bands(data.get("bands", {}), Bands(), "bands")
-        role_bands: dict[Role, Bands] = {}
-        for role_name, table in (data.get("roles") or {}).items():
-            try:
-                role = Role(role_name)
-            except ValueError:
-                raise PolicyError(f"roles: unknown role {role_name!r}") from None
-            if isinstance(table, dict) and "bands" in table:
-                role_bands[role] = _bands(table["bands"], bands, f"roles.{role_name}.bands")
+        role_bands = _role_bands(data.get("roles") or {}, bands, "roles")
         severity: dict[str, dict[Status, Severity]] = {}
         for key, table in (data.get("severity") or {}).items():
             if key != "default" and key not in {r.value for r in Role}:
@@ -183,15 +189,8 @@ def policy_from_dict(data: dict[str, Any], source: str) -> Policy:
         if not isinstance(ref, dict):
             raise PolicyError("reference must be a table")
         ref_bands = _bands(ref["bands"], bands, "reference.bands") if "bands" in ref else None
-        ref_role_bands: dict[Role, Bands] = {}
-        for role_name, table in (ref.get("roles") or {}).items():
-            try:
-                role = Role(role_name)
-            except ValueError:
-                raise PolicyError(f"reference.roles: unknown role {role_name!r}") from None
-            if isinstance(table, dict) and "bands" in table:
-                ref_role_bands[role] = _bands(table["bands"], ref_bands or bands,
-                                              f"reference.roles.{role_name}.bands")
+        ref_role_bands = _role_bands(ref.get("roles") or {}, ref_bands or bands,
+                                     "reference.roles")
         near_zero = float(data.get("near_zero", 0.01))
         init_tol = float(data.get("init_tolerance", 0.01))
     except PolicyError as exc:

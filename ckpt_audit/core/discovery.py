@@ -19,6 +19,7 @@ from ckpt_audit.core.layouts import (
     FUSED_BIAS,
     FUSED_GAIN,
     GAIN_PARAMS,
+    GGML_QUANT_DTYPE,
     LAYER_INDEX,
     MTP_INFIXES,
     MTP_LAYOUTS,
@@ -193,6 +194,9 @@ def discover(tensors: Mapping[str, TensorInfo], cfg: dict[str, Any]) -> Discover
         if base is not None:
             continue  # a scale or values without its partner: listed below as skipped
         info = tensors[name]
+        if len(info.shape) == 1 and GGML_QUANT_DTYPE.match(info.dtype):
+            gains.append(name)  # block-quantized in a GGUF file: the reader dequantizes it
+            continue
         if len(info.shape) == 1 and info.dtype in QUANT_INT_DTYPES:
             findings.append(Finding(
                 Severity.WARN, "quantized-gain", name,

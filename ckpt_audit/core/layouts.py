@@ -33,6 +33,9 @@ QUANT_SCHEMES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 #: Integer dtypes a known scheme dequantizes.
 QUANT_INT_DTYPES = frozenset({"I8", "U8"})
+#: GGML block-quantized types (``Q8_0``, ``Q4_K``, ``IQ4_NL``, ``TQ1_0``...): the GGUF reader
+#: dequantizes them with the ``gguf`` package, so such a 1-D gain is audited as read.
+GGML_QUANT_DTYPE = re.compile(r"^(?:I?Q|TQ)\d")
 
 # -- roles ------------------------------------------------------------------------------------
 #: Names of the main model's final norm, most specific first. Exactly one gain gets role

@@ -81,3 +81,26 @@ def test_fp8_gain_with_scale_inv(ckpt: Path) -> None:
     norms = {n["name"]: n for n in rep["norms"]}
     assert norms["model.norm.weight"]["ratio"] == pytest.approx(0.5)  # 1.0 × 0.5, not 1.0
     assert norms["model.norm.weight"]["dtype"].startswith("F8_E4M3")
+
+
+def test_gguf_block_quantized_gain_is_dequantized(tmp_path: Path) -> None:
+    """A norm stored Q8_0 in a GGUF file: dequantized by the gguf package, never dropped; truth
+    from gguf.quants.dequantize + numpy."""
+    gguf = pytest.importorskip("gguf")
+    q = gguf.GGMLQuantizationType.Q8_0
+    g = np.linspace(0.2, 1.4, 64).astype(np.float32)
+    packed = gguf.quants.quantize(g, q)
+    truth = float(np.sqrt(np.mean(gguf.quants.dequantize(packed, q).astype(np.float64) ** 2)))
+    path = tmp_path / "q.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_embedding_length(64)
+    w.add_tensor("blk.0.attn_norm.weight", np.ones(64, np.float32))
+    w.add_tensor("output_norm.weight", packed, raw_dtype=q)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    rep = json.loads(run_cli(["audit", str(path), "--format", "json"]).out)
+    assert rep["final"] == "output_norm.weight" and rep["skipped"] == []
+    assert rep["final_ratio"] == pytest.approx(truth, rel=1e-6)
+    assert {n["name"]: n["dtype"] for n in rep["norms"]}["output_norm.weight"] == "Q8_0"

@@ -22,7 +22,8 @@ app = typer.Typer(
     name="ckpt-audit",
     help="Audit LLM training checkpoints: norm-gain health, MTP completeness, MTP acceptance.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the run commands (trend, compare, diff, watch): options, gate, CI outputs."""
+"""Helpers shared by the run commands (trend, compare, diff, watch): baseline, gate, CI outputs."""
 
 from __future__ import annotations
 
@@ -7,33 +7,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from ckpt_audit.commands._common import emit, refuse_inside
-from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.records import Convention, Severity
+from ckpt_audit.records import Severity
 from ckpt_audit.runs.audit import CheckpointResult
-
-INCOMPLETE_CHOICES = ("ignore", "warn", "fail")
-
-
-def parse_convention(value: str | None) -> Convention | None:
-    if value is None:
-        return None
-    try:
-        return Convention(value)
-    except ValueError:
-        raise CkptAuditError("--convention must be direct, offset or none") from None
-
-
-def check_choice(option: str, value: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise CkptAuditError(f"{option} must be one of {', '.join(choices)}, not {value!r}")
-    return value
-
-
-def audit_kwargs(policy: Any, format_hint: str | None, d_model: int | None,
-                 convention: str | None) -> dict[str, Any]:
-    return {"policy": policy, "format_hint": format_hint, "d_model": d_model,
-            "convention": parse_convention(convention)}
 
 
 def apply_baseline(results: Sequence[CheckpointResult], baseline_path: str | None,
@@ -72,7 +47,12 @@ def exit_code(results: Sequence[CheckpointResult], fail_on: Severity, incomplete
 def ci_outputs(results: Sequence[CheckpointResult], markdown: str | None,
                github: bool | None) -> None:
     """Under GitHub Actions (or ``--github``): annotations on stdout, Markdown step summary."""
-    from ckpt_audit.runs.gate import annotations_for, append_step_summary, in_github_actions
+    from ckpt_audit.report.github import (
+        annotation,
+        annotations_for,
+        append_step_summary,
+        in_github_actions,
+    )
 
     if github is None:
         github = in_github_actions()
@@ -83,29 +63,10 @@ def ci_outputs(results: Sequence[CheckpointResult], markdown: str | None,
                                     res.checkpoint.problems):
             sys.stdout.write(line + "\n")
         if res.error:
-            sys.stdout.write(f"::error file={res.checkpoint.path}::{res.error}\n")
+            sys.stdout.write(annotation("error", res.error, file=res.checkpoint.path,
+                                        title="ckpt-audit error") + "\n")
     if markdown:
         append_step_summary(markdown)
-
-
-def junit(suite: str, results: Sequence[CheckpointResult], fail_on: Severity) -> str:
-    from ckpt_audit.runs.gate import junit_runs
-
-    level = "warn" if fail_on.rank <= Severity.WARN.rank else "fail"
-    return junit_runs(suite, [(r.checkpoint.path, r.checkpoint.step, r.verdict, r.findings,
-                               r.checkpoint.problems, r.error) for r in results], level)
-
-
-def refuse_inside_any(output: str | None, folders: Sequence[str]) -> None:
-    """Never write a report or plot inside a run or checkpoint folder."""
-    if output:
-        for folder in folders:
-            refuse_inside(output, folder)
-
-
-def write(text: str, output: str | None) -> None:
-    """Write ``text`` to ``output`` (already checked by :func:`refuse_inside_any`) or stdout."""
-    emit(text, output, [])
 
 
 def band_list(policy: Any, role: str = "final") -> list[tuple[str, float | None, float | None]]:
@@ -114,3 +75,16 @@ def band_list(policy: Any, role: str = "final") -> list[tuple[str, float | None,
 
     ranges = policy.bands_for(Role(role)).ranges()
     return [(status.value, lo, hi) for status, (lo, hi) in ranges.items()]
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    """``--plot-size WIDTHxHEIGHT`` in pixels."""
+    from ckpt_audit.errors import CkptAuditError
+
+    try:
+        w, h = (int(x) for x in value.lower().split("x"))
+    except ValueError:
+        raise CkptAuditError(f"--plot-size must look like 1000x600, not {value!r}") from None
+    if not (50 <= w <= 10000 and 50 <= h <= 10000):
+        raise CkptAuditError("--plot-size: each side must be 50–10000 pixels")
+    return w, h

@@ -10,13 +10,18 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ckpt_audit.records import Finding
+from ckpt_audit.report.findings import finding_line, worth_showing
+from ckpt_audit.report.markdown import md_cell as _md
+from ckpt_audit.report.table import STYLE
 from ckpt_audit.runs.audit import CheckpointResult
-from ckpt_audit.runs.compare import Divergence, GainDiff, audited_by_step, matching_steps
+from ckpt_audit.runs.compare import Comparison, Diff, audited_by_step, matching_steps
 from ckpt_audit.runs.trend import Trend, out_of_band, series, sparkline
 
 VERDICT_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red",
@@ -90,6 +95,29 @@ def print_trend(trend: Trend, con: Console) -> None:
     for j in trend.jumps:
         con.print(f"[yellow]jump[/] {j.name}: {j.ratio_from:.3f} → {j.ratio_to:.3f} "
                   f"({j.change:+.1%}) between steps {j.step_from} and {j.step_to}")
+    print_checkpoint_findings(trend.results, con)
+
+
+def print_findings(findings: Sequence[Finding], con: Console, indent: str = "") -> None:
+    """Each finding above ok on its own line, coloured by severity."""
+    for f in worth_showing(findings):
+        con.print(Text.assemble(indent, (f"[{f.severity.value}]", STYLE[f.severity]),
+                                finding_line(f).split("]", 1)[1]))
+
+
+def print_checkpoint_findings(results: Sequence[CheckpointResult], con: Console) -> None:
+    """Why each checkpoint has its verdict: its findings, grouped under the checkpoint."""
+    for res in results:
+        shown = worth_showing(res.findings)
+        if shown:
+            con.print(f"findings of {res.checkpoint.name} (step {res.checkpoint.step}):")
+            print_findings(shown, con, "  ")
+
+
+def markdown_findings(results: Sequence[CheckpointResult]) -> list[str]:
+    """Markdown bullets: every finding above ok of every checkpoint."""
+    return [f"- `{_md(res.checkpoint.name)}` {_md(finding_line(f))}"
+            for res in results for f in worth_showing(res.findings)]
 
 
 def trend_markdown(trend: Trend) -> str:
@@ -116,13 +144,17 @@ def trend_markdown(trend: Trend) -> str:
         if not res.checkpoint.complete:
             lines.append(f"- incomplete `{res.checkpoint.name}`: "
                          + "; ".join(res.checkpoint.problems))
+        elif res.error:
+            lines.append(f"- error `{res.checkpoint.name}`: {_md(res.error)}")
+    found = markdown_findings(trend.results)
+    if found:
+        lines += ["", "Findings:", *found]
     return "\n".join(lines) + "\n"
 
 
-def print_compare(runs: Sequence[tuple[str, Sequence[CheckpointResult]]],
-                  divergences: Sequence[Divergence | None], tolerance: float,
-                  con: Console) -> None:
+def print_compare(cmp: Comparison, con: Console) -> None:
     """Final-norm ratio of every run at each matching step, then each run's first divergence."""
+    runs, tolerance = cmp.runs, cmp.tolerance
     steps = matching_steps([r for _, r in runs])
     by = [audited_by_step(r) for _, r in runs]
     t = Table(title=f"Final-norm ratio at matching steps (reference: {runs[0][0]})",
@@ -135,7 +167,7 @@ def print_compare(runs: Sequence[tuple[str, Sequence[CheckpointResult]]],
     con.print(t)
     if not steps:
         con.print("[yellow]no matching steps[/]: the runs have no audited step in common")
-    for (label, _), d in zip(runs[1:], divergences, strict=True):
+    for (label, _), d in zip(runs[1:], cmp.divergences, strict=True):
         if d is None:
             con.print(f"{label}: every common gain within ±{tolerance} of {runs[0][0]} "
                       "at every matching step")
@@ -144,10 +176,36 @@ def print_compare(runs: Sequence[tuple[str, Sequence[CheckpointResult]]],
             con.print(f"{label}: first diverges at step {d.step}, {d.name} ({layer}): "
                       f"{d.ratio_reference:.3f} vs {d.ratio_other:.3f} "
                       f"(Δ {d.difference:+.3f}, tolerance {tolerance})")
+    for label, results in runs:
+        for res in results:
+            if worth_showing(res.findings):
+                con.print(f"findings of {label} {res.checkpoint.name}:")
+                print_findings(res.findings, con, "  ")
 
 
-def print_diff(a: str, b: str, rows: Sequence[GainDiff], con: Console, show: int) -> None:
-    """Per gain, both ratios and the change, largest |change| first."""
+def compare_markdown(cmp: Comparison) -> str:
+    """The comparison as Markdown (step summary, pull-request comment)."""
+    runs = cmp.runs
+    steps = matching_steps([r for _, r in runs])
+    by = [audited_by_step(r) for _, r in runs]
+    lines = [f"## ckpt-audit compare — **{cmp.verdict.upper()}**", "",
+             f"Reference: `{_md(runs[0][0])}`; tolerance ±{cmp.tolerance}.", "",
+             "| step | " + " | ".join(f"`{_md(label)}`" for label, _ in runs) + " |",
+             "|---:|" + "---:|" * len(runs)]
+    for s in steps:
+        lines.append(f"| {s} | " + " | ".join(f"{_r(b[s].final_ratio)} {b[s].verdict}"
+                                              for b in by) + " |")
+    lines.append("")
+    for f in cmp.findings:
+        lines.append(f"- {_md(finding_line(f))}")
+    for label, results in runs:
+        lines += [f"- `{_md(label)}` " + line[2:] for line in markdown_findings(results)]
+    return "\n".join(lines) + "\n"
+
+
+def print_diff(diff: Diff, con: Console, show: int) -> None:
+    """Per gain, both ratios and the change, largest |change| first; then the findings."""
+    a, b, rows = diff.a.checkpoint, diff.b.checkpoint, diff.rows
     t = Table(title=f"Gains: A = {a}, B = {b} (sorted by |change|)", title_justify="left")
     for col in ("tensor", "role", "layer", "ratio A", "ratio B", "change", "relative",
                 "status A→B"):
@@ -162,3 +220,55 @@ def print_diff(a: str, b: str, rows: Sequence[GainDiff], con: Console, show: int
     con.print(t)
     if len(rows) > show:
         con.print(f"… and {len(rows) - show} more (--show N)")
+    print_findings(diff.findings, con)
+    for side, rep in (("A", diff.a), ("B", diff.b)):
+        if worth_showing(rep.findings):
+            con.print(f"findings of {side} ({rep.verdict}):")
+            print_findings(rep.findings, con, "  ")
+
+
+def diff_markdown(diff: Diff, show: int = 30) -> str:
+    """The diff as Markdown."""
+    lines = [f"## ckpt-audit diff — **{diff.verdict.upper()}**", "",
+             f"A = `{_md(diff.a.checkpoint)}` ({diff.a.verdict}), "
+             f"B = `{_md(diff.b.checkpoint)}` ({diff.b.verdict})", "",
+             "| tensor | role | layer | ratio A | ratio B | change | status A→B |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for d in diff.rows[:show]:
+        change = f"{d.change:+.4f}" if d.change is not None else "—"
+        lines.append(f"| `{_md(d.name)}` | {d.role} | {'' if d.layer is None else d.layer} | "
+                     f"{_r(d.ratio_a)} | {_r(d.ratio_b)} | {change} | "
+                     f"{d.status_a or '—'} → {d.status_b or '—'} |")
+    if len(diff.rows) > show:
+        lines.append(f"\n… and {len(diff.rows) - show} more.")
+    lines.append("")
+    lines += [f"- {_md(finding_line(f))}" for f in diff.findings]
+    for side, rep in (("A", diff.a), ("B", diff.b)):
+        lines += [f"- {side}: {_md(finding_line(f))}" for f in worth_showing(rep.findings)]
+    return "\n".join(lines) + "\n"
+
+
+# Entry points of the dispatch (ckpt_audit.report.RENDERERS).
+
+def draw_trend(doc: Trend, con: Console, opts: Any) -> None:
+    print_trend(doc, con)
+
+
+def trend_md(doc: Trend, opts: Any) -> str:
+    return trend_markdown(doc)
+
+
+def draw_compare(doc: Comparison, con: Console, opts: Any) -> None:
+    print_compare(doc, con)
+
+
+def compare_md(doc: Comparison, opts: Any) -> str:
+    return compare_markdown(doc)
+
+
+def draw_diff(doc: Diff, con: Console, opts: Any) -> None:
+    print_diff(doc, con, opts.show)
+
+
+def diff_md(doc: Diff, opts: Any) -> str:
+    return diff_markdown(doc, opts.show)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ckpt_audit.records import AuditReport, Severity
-from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending
+from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending, other_findings
 
 STYLE = {Severity.OK: "green", Severity.INFO: "cyan", Severity.WARN: "yellow",
          Severity.FAIL: "bold red"}
@@ -68,10 +69,17 @@ def _print(console: Console, report: AuditReport, show: int) -> None:
         console.print(t)
         if len(bad) > show:
             console.print(f"… and {len(bad) - show} more (use --show or --format json)")
-    other = [f for f in report.findings if f.tensor is None or f.code in {
-        "not-a-gain", "mtp-incomplete", "init-mismatch", "d-model-mismatch", "tp-mismatch"}]
-    for f in other:
+    for f in other_findings(report, bad):
         where = f"{f.tensor}: " if f.tensor else ""
         console.print(Text.assemble((f"[{f.severity.value}] ", STYLE[f.severity]),
                                     f"{f.code}: {where}{f.message}"))
 
+
+
+def draw_audit(doc: Any, console: Console, opts: Any) -> None:
+    """Entry point of the dispatch: the report, then the acceptance figures when measured."""
+    _print(console, doc.report, opts.show)
+    if doc.acceptance is not None:
+        from ckpt_audit.report.accept import print_summary
+
+        print_summary(dict(doc.acceptance), console)

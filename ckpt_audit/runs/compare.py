@@ -17,9 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from ckpt_audit.records import AuditReport, NormRecord, Role
+from ckpt_audit.records import AuditReport, Finding, NormRecord, Role, Severity, verdict_of
 from ckpt_audit.runs.audit import CheckpointResult
 
 DEFAULT_TOLERANCE = 0.05
@@ -139,35 +138,56 @@ def diff_reports(a: AuditReport, b: AuditReport) -> list[GainDiff]:
     return sorted(rows, key=key)
 
 
-def _num(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
+@dataclass(frozen=True)
+class Comparison:
+    """Runs side by side: each run's audited checkpoints, and each later run's first divergence
+    from the first (the reference). A divergence is a ``run-diverged`` finding (fail)."""
+
+    runs: tuple[tuple[str, tuple[CheckpointResult, ...]], ...]
+    divergences: tuple[Divergence | None, ...]
+    tolerance: float
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(Finding(Severity.FAIL, "run-diverged", d.name,
+                             f"{d.other} first diverges from {d.reference} at step {d.step}: "
+                             f"ratio {d.ratio_other:.4f} vs {d.ratio_reference:.4f} "
+                             f"(|Δ| {abs(d.difference):.4f} > tolerance {self.tolerance})")
+                     for d in self.divergences if d is not None)
+
+    @property
+    def verdict(self) -> str:
+        """``fail`` when a run diverges, else ``pass`` (each checkpoint keeps its own verdict)."""
+        return verdict_of(self.findings)
 
 
-def diff_to_dict(a: AuditReport, b: AuditReport, rows: Sequence[GainDiff]) -> dict[str, Any]:
-    """The ``ckpt-audit.diff/1`` JSON document."""
-    return {
-        "schema": "ckpt-audit.diff/1", "a": a.checkpoint, "b": b.checkpoint,
-        "verdict_a": a.verdict, "verdict_b": b.verdict,
-        "gains": [{"name": d.name, "role": d.role, "layer": d.layer, "ratio_a": _num(d.ratio_a),
-                   "ratio_b": _num(d.ratio_b), "change": _num(d.change),
-                   "relative": _num(d.relative), "status_a": d.status_a, "status_b": d.status_b}
-                  for d in rows],
-    }
+@dataclass(frozen=True)
+class Diff:
+    """Two checkpoints gain by gain; with ``max_change``, a gain that moved more (or is in one
+    checkpoint only) is a ``gain-changed``/``gain-only-in-one`` finding (fail)."""
 
+    a: AuditReport
+    b: AuditReport
+    rows: tuple[GainDiff, ...]
+    max_change: float | None = None
 
-def compare_to_dict(runs: Sequence[tuple[str, Sequence[CheckpointResult]]],
-                    divergences: Sequence[Divergence | None], tolerance: float) -> dict[str, Any]:
-    """The ``ckpt-audit.compare/1`` JSON document (the first run is the reference)."""
-    steps = matching_steps([r for _, r in runs])
-    by = [audited_by_step(r) for _, r in runs]
-    return {
-        "schema": "ckpt-audit.compare/1", "runs": [name for name, _ in runs],
-        "reference": runs[0][0] if runs else None, "tolerance": tolerance,
-        "matching_steps": steps,
-        "rows": [{"step": s, "final_ratio": [_num(b[s].final_ratio) for b in by],
-                  "verdict": [b[s].verdict for b in by]} for s in steps],
-        "first_divergence": [None if d is None else {
-            "run": d.other, "step": d.step, "name": d.name, "role": d.role, "layer": d.layer,
-            "ratio_reference": _num(d.ratio_reference), "ratio_other": _num(d.ratio_other),
-            "difference": _num(d.difference)} for d in divergences],
-    }
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        if self.max_change is None:
+            return ()
+        out = []
+        for d in self.rows:
+            c = d.change
+            if c is None:
+                side = "A" if d.ratio_b is None else "B"
+                out.append(Finding(Severity.FAIL, "gain-only-in-one", d.name,
+                                   f"present in checkpoint {side} only"))
+            elif not math.isfinite(c) or abs(c) > self.max_change:
+                out.append(Finding(Severity.FAIL, "gain-changed", d.name,
+                                   f"ratio {d.ratio_a:.4f} -> {d.ratio_b:.4f} (change {c:+.4f}, "
+                                   f"more than --max-change {self.max_change})"))
+        return tuple(out)
+
+    @property
+    def verdict(self) -> str:
+        return verdict_of(self.findings)

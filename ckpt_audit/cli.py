@@ -82,8 +82,31 @@ def error_line(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
+#: Exit code when the reader of stdout went away (``| head``): 128 + SIGPIPE, like a shell tool.
+EXIT_CLOSED_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning input errors into one line and exit code 2."""
+    """Entry point: run the app, turning input errors into one line and exit code 2; a closed
+    stdout pipe ends quietly with :data:`EXIT_CLOSED_PIPE` (never 1, the findings code)."""
+    try:
+        try:
+            _main(argv)
+        except SystemExit:
+            if type(sys.stdout).__name__ == "PacifyFlushWrapper":  # click met EPIPE: exit(1)
+                raise BrokenPipeError from None
+            raise
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        try:  # nothing more can be written; keep the interpreter's final flush quiet too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        sys.exit(EXIT_CLOSED_PIPE)
+
+
+def _main(argv: list[str] | None) -> None:
     debug = os.environ.get("CKPT_AUDIT_DEBUG") == "1"
     try:
         rv = app(args=argv, standalone_mode=False)
@@ -92,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("ckpt-audit: interrupted\n")
         sys.exit(130)
+    except BrokenPipeError:
+        raise
     except Exception as exc:
         expected = error_line(exc)
         if expected is not None and not debug:

@@ -88,3 +88,49 @@ def parse_size(value: str) -> tuple[int, int]:
     if not (50 <= w <= 10000 and 50 <= h <= 10000):
         raise CkptAuditError("--plot-size: each side must be 50–10000 pixels")
     return w, h
+
+
+def parse_roles(roles: str) -> tuple[str, ...]:
+    """``--roles final,mtp``: role names (or ``all``), each checked."""
+    from ckpt_audit.errors import CkptAuditError
+    from ckpt_audit.records import Role
+
+    names = tuple(r.strip() for r in roles.split(",") if r.strip())
+    valid = [r.value for r in Role] + ["all"]
+    bad = [r for r in names if r not in valid]
+    if bad or not names:
+        raise CkptAuditError(f"--roles: unknown role {', '.join(map(repr, bad)) or '(none)'}; "
+                             f"choose from {', '.join(valid)}")
+    return names
+
+
+def parse_regex(option: str, pattern: str | None) -> str | None:
+    """A regular expression option, compiled once to report a bad one as an input error."""
+    import re
+
+    from ckpt_audit.errors import CkptAuditError
+
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise CkptAuditError(f"{option}: not a valid regular expression ({exc}): "
+                                 f"{pattern!r}") from None
+    return pattern
+
+
+def require_match(asked: str, matched: Sequence[str], results: Sequence[CheckpointResult],
+                  by_role: bool) -> None:
+    """A filter that matches no gain of any audited checkpoint is an input error naming what
+    exists (never an empty table or an empty plot)."""
+    from ckpt_audit.errors import CkptAuditError
+
+    present = {n: r.role.value for res in results for n, r in res.gains().items()}
+    if matched or not present:
+        return
+    if by_role:
+        have = sorted(set(present.values()))
+        raise CkptAuditError(f"{asked} matches no gain; the roles present are {', '.join(have)}")
+    names = sorted(present)
+    shown = ", ".join(names[:8]) + (f", … ({len(names)} gains)" if len(names) > 8 else "")
+    raise CkptAuditError(f"{asked} matches no gain; gains present: {shown}")

@@ -49,6 +49,11 @@ def run_audit(path: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str 
 
         acceptance = accept_summary(path, probe, device=device)
     doc = AuditDocument(report, acceptance)
+    if expect_init and not any(f.code == "init-mismatch" for f in report.findings):
+        from ckpt_audit.commands._common import say
+
+        say(f"ckpt-audit: step-0 check passed: all {len(report.norms)} gains have ‖γ‖₂ within "
+            f"±{policy.init_tolerance} of √dim")
     write_document(doc, fmt.value, output, RenderOptions(width, fail_on.severity, show), [path])
     return exit_code([report], fail_on.severity)
 

@@ -50,15 +50,18 @@ def run_compare(runs: list[str], *, fmt: OutputFormat = OutputFormat.TABLE,
                     for r in runs)
     cmp = Comparison(audited, tuple(first_divergence(audited[0], other, tolerance)
                                     for other in audited[1:]), tolerance)
+    lines = {}
+    if plot and size:  # checked before anything is written
+        for label, results in audited:
+            name = gain or next((r.final.name for r in results if r.final), None)
+            if name and any(name in r.gains() for r in results):
+                lines[label] = series(results, name)
+        _runs.require_match(f"--gain {gain!r}" if gain else "the final norm", list(lines),
+                            [r for _, res in audited for r in res], by_role=False)
     write_document(cmp, fmt.value, output, RenderOptions(width))
     if plot and size:
         from ckpt_audit.report.plot import plot_compare
 
-        lines = {}
-        for label, results in audited:
-            name = gain or next((r.final.name for r in results if r.final), None)
-            if name:
-                lines[label] = series(results, name)
         plot_compare(plot, lines, _runs.band_list(policy, "final"),
                      title=f"ckpt-audit compare: {gain or 'final norm'}", width=size[0],
                      height=size[1])

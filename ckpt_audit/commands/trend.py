@@ -46,6 +46,8 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
 
     if jump <= 0:
         raise CkptAuditError("--jump must be a positive fraction (0.3 = 30 %)")
+    role_list = _runs.parse_roles(roles)
+    _runs.parse_regex("--gains", gains)
     size = _runs.parse_size(plot_size) if plot else None
     refuse_inside_any(output, [run])
     refuse_inside_any(plot, [run])
@@ -53,8 +55,9 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
     discovered = discover_run(run, settle=settle)
     results = audit_checkpoints(discovered.checkpoints, **read.audit_kwargs(policy))
     results = _runs.apply_baseline(results, baseline, policy)
-    role_list = tuple(r.strip() for r in roles.split(",") if r.strip())
     trend = build_trend(run, results, roles=role_list, pattern=gains, jump=jump)
+    _runs.require_match(f"--gains {gains!r}" if gains else f"--roles {roles}", trend.tracked,
+                        results, by_role=gains is None)
     opts = RenderOptions(width, fail_on.severity)
     write_document(trend, fmt.value, output, opts)
     if plot and size:

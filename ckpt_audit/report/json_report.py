@@ -132,6 +132,10 @@ def compare_to_dict(cmp: Comparison) -> dict[str, Any]:
             "ratio_reference": _num(d.ratio_reference), "ratio_other": _num(d.ratio_other),
             "difference": _num(d.difference)} for d in cmp.divergences],
         "findings": [finding_to_dict(f) for f in cmp.findings],
+        "checkpoints": [[{"step": r.checkpoint.step, "name": r.checkpoint.name,
+                          "path": r.checkpoint.path, "verdict": r.verdict, "error": r.error,
+                          "findings": [finding_to_dict(f) for f in r.findings]}
+                         for r in results] for _, results in cmp.runs],
     }
 
 

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from ckpt_audit.records import Finding
 from ckpt_audit.report.findings import finding_line, worth_showing
+from ckpt_audit.report.fit import Column, add_row, elide, fit_table
 from ckpt_audit.report.markdown import md_cell as _md
 from ckpt_audit.report.table import STYLE
 from ckpt_audit.runs.audit import CheckpointResult
@@ -52,14 +52,12 @@ def print_trend(trend: Trend, con: Console) -> None:
     con.print(Text.assemble(("ckpt-audit trend ", "bold"), trend.run, "  ",
                             (trend.verdict.upper(), VERDICT_STYLE.get(trend.verdict, ""))))
     shown = trend.tracked[:MAX_GAIN_COLUMNS]
-    t = Table(title="Checkpoints", title_justify="left")
-    t.add_column("step", justify="right")
-    t.add_column("checkpoint")
-    t.add_column("verdict")
-    for name in shown:
-        t.add_column(name.removesuffix(".weight"), justify="right")
-    if len(trend.tracked) > len(shown):
-        t.add_column("other gains out of band", justify="right")
+    cols = [Column("step", "number", "right"), Column("checkpoint", "name"), Column("verdict")]
+    cols += [Column(elide(name.removesuffix(".weight"), 24), "number", "right",
+                    (10 + i) if i else None) for i, name in enumerate(shown)]
+    more = len(trend.tracked) > len(shown)
+    if more:
+        cols.append(Column("others out of band", "number", "right", 20))
     for res in trend.results:
         cells: list[str | Text] = [str(res.checkpoint.step), res.checkpoint.name,
                                    Text(res.verdict, style=VERDICT_STYLE.get(res.verdict, ""))]
@@ -67,31 +65,32 @@ def print_trend(trend: Trend, con: Console) -> None:
         for name in shown:
             rec = gains.get(name)
             cells.append(f"{_r(rec.stats.ratio)} {rec.status.value}" if rec else "—")
-        if len(trend.tracked) > len(shown):
+        if more:
             rest = [gains[n] for n in trend.tracked[len(shown):] if n in gains]
             cells.append(f"{sum(out_of_band(r) for r in rest)} of {len(rest)}" if rest else "—")
-        t.add_row(*cells)
-    con.print(t)
+        add_row(cols, *cells)
+    con.print(fit_table(cols, con.width, title="Checkpoints", title_justify="left"))
     for res in trend.results:
         if not res.checkpoint.complete:
             con.print(f"[magenta]incomplete[/] {res.checkpoint.name}: "
                       + "; ".join(res.checkpoint.problems))
         elif res.error:
             con.print(f"[red]error[/] {res.checkpoint.name}: {res.error}")
-    g = Table(title="Gains over the run (▁ lowest … █ highest ratio)", title_justify="left")
-    for col in ("trend", "gain", "role", "first", "last", "min–max", "first out of band"):
-        g.add_column(col, justify="right" if col in ("first", "last") else "left")
+    cols = [Column("trend", "number", drop=1), Column("gain", "name"), Column("role", drop=4),
+            Column("first", "number", "right", 3), Column("last", "number", "right"),
+            Column("min–max", "number", drop=2), Column("first out of band", "number")]
     for name in trend.tracked:
         values = [r for _, r in series(trend.results, name)]
         finite = [v for v in values if v is not None and math.isfinite(v)]
         role = next((res.gains()[name].role.value for res in trend.results
                      if name in res.gains()), "")
         first = trend.first_out_of_band.get(name)
-        g.add_row(sparkline(values), name, role, _r(finite[0] if finite else None),
-                  _r(finite[-1] if finite else None),
-                  f"{min(finite):.3f}–{max(finite):.3f}" if finite else "—",
-                  Text(f"step {first}", style="bold red") if first is not None else "never")
-    con.print(g)
+        add_row(cols, sparkline(values), name, role, _r(finite[0] if finite else None),
+                _r(finite[-1] if finite else None),
+                f"{min(finite):.3f}–{max(finite):.3f}" if finite else "—",
+                Text(f"step {first}", style="bold red") if first is not None else "never")
+    con.print(fit_table(cols, con.width, title="Gains over the run (▁ lowest … █ highest ratio)",
+                        title_justify="left"))
     for j in trend.jumps:
         con.print(f"[yellow]jump[/] {j.name}: {j.ratio_from:.3f} → {j.ratio_to:.3f} "
                   f"({j.change:+.1%}) between steps {j.step_from} and {j.step_to}")
@@ -157,14 +156,14 @@ def print_compare(cmp: Comparison, con: Console) -> None:
     runs, tolerance = cmp.runs, cmp.tolerance
     steps = matching_steps([r for _, r in runs])
     by = [audited_by_step(r) for _, r in runs]
-    t = Table(title=f"Final-norm ratio at matching steps (reference: {runs[0][0]})",
-              title_justify="left")
-    t.add_column("step", justify="right")
-    for label, _ in runs:
-        t.add_column(label, justify="right")
+    cols = [Column("step", "number", "right")]
+    cols += [Column(elide(label, 24), "number", "right", (10 + i) if i > 1 else None)
+             for i, (label, _) in enumerate(runs)]
     for s in steps:
-        t.add_row(str(s), *[f"{_r(b[s].final_ratio)} {b[s].verdict}" for b in by])
-    con.print(t)
+        add_row(cols, str(s), *[f"{_r(b[s].final_ratio)} {b[s].verdict}" for b in by])
+    con.print(fit_table(cols, con.width,
+                        title=f"Final-norm ratio at matching steps (reference: {runs[0][0]})",
+                        title_justify="left"))
     if not steps:
         con.print("[yellow]no matching steps[/]: the runs have no audited step in common")
     for (label, _), d in zip(runs[1:], cmp.divergences, strict=True):
@@ -206,18 +205,18 @@ def compare_markdown(cmp: Comparison) -> str:
 def print_diff(diff: Diff, con: Console, show: int) -> None:
     """Per gain, both ratios and the change, largest |change| first; then the findings."""
     a, b, rows = diff.a.checkpoint, diff.b.checkpoint, diff.rows
-    t = Table(title=f"Gains: A = {a}, B = {b} (sorted by |change|)", title_justify="left")
-    for col in ("tensor", "role", "layer", "ratio A", "ratio B", "change", "relative",
-                "status A→B"):
-        t.add_column(col, justify="right" if col not in ("tensor", "role", "status A→B")
-                     else "left")
+    cols = [Column("tensor", "name"), Column("role", drop=3),
+            Column("layer", "number", "right", 4), Column("ratio A", "number", "right"),
+            Column("ratio B", "number", "right"), Column("change", "number", "right"),
+            Column("relative", "number", "right", 2), Column("status A→B", drop=1)]
     for d in rows[:show]:
         rel = f"{d.relative:+.1%}" if d.relative is not None and math.isfinite(d.relative) \
             else "—"
         change = f"{d.change:+.4f}" if d.change is not None else "—"
-        t.add_row(d.name, d.role, "" if d.layer is None else str(d.layer), _r(d.ratio_a),
-                  _r(d.ratio_b), change, rel, f"{d.status_a or '—'} → {d.status_b or '—'}")
-    con.print(t)
+        add_row(cols, d.name, d.role, "" if d.layer is None else str(d.layer), _r(d.ratio_a),
+                _r(d.ratio_b), change, rel, f"{d.status_a or '—'} → {d.status_b or '—'}")
+    con.print(fit_table(cols, con.width, title=f"Gains: A = {a}, B = {b} (sorted by |change|)",
+                        title_justify="left"))
     if len(rows) > show:
         con.print(f"… and {len(rows) - show} more (--show N)")
     print_findings(diff.findings, con)

@@ -23,6 +23,20 @@ from ckpt_audit.runs.audit import CheckpointResult
 
 DEFAULT_TOLERANCE = 0.05
 
+#: Relative precision (machine epsilon) of a stored float dtype, safetensors spelling.
+STORED_EPSILON = {"F64": 2.0 ** -52, "F32": 2.0 ** -23, "F16": 2.0 ** -10, "BF16": 2.0 ** -7,
+                  "F8_E4M3": 2.0 ** -3, "F8_E5M2": 2.0 ** -2}
+
+
+def exceeds(difference: float, tolerance: float, scale: float, *dtypes: str) -> bool:
+    """``difference > tolerance`` on the stored values' own precision: a difference within one
+    epsilon of the coarser stored dtype (relative to ``scale``) of the tolerance is not over it,
+    so a gain written exactly ``tolerance`` away never counts as beyond it."""
+    if not math.isfinite(difference):
+        return True
+    eps = max((STORED_EPSILON.get(d.upper(), 2.0 ** -23) for d in dtypes), default=2.0 ** -23)
+    return difference - tolerance > 4 * eps * max(abs(scale), 1e-30)
+
 
 def forward_key(rec: NormRecord) -> tuple[int, int, str]:
     """Sort key for the forward order of gains."""
@@ -82,7 +96,8 @@ def first_divergence(reference: tuple[str, Sequence[CheckpointResult]],
         for name in sorted(set(a) & set(b), key=lambda n: forward_key(a[n])):
             ra, rb = a[name].stats.ratio, b[name].stats.ratio
             diverged = (math.isfinite(ra) != math.isfinite(rb)) or (
-                math.isfinite(ra) and abs(rb - ra) > tolerance)
+                math.isfinite(ra) and exceeds(abs(rb - ra), tolerance, max(abs(ra), abs(rb)),
+                                              a[name].dtype, b[name].dtype))
             if diverged:
                 return Divergence(ref_name, oth_name, step, name, a[name].role.value,
                                   a[name].layer, ra, rb)
@@ -100,6 +115,7 @@ class GainDiff:
     ratio_b: float | None
     status_a: str | None
     status_b: str | None
+    dtype: str = "F32"
 
     @property
     def change(self) -> float | None:
@@ -125,7 +141,9 @@ def diff_reports(a: AuditReport, b: AuditReport) -> list[GainDiff]:
         assert rec is not None
         rows.append(GainDiff(name, rec.role.value, rec.layer,
                              ra.stats.ratio if ra else None, rb.stats.ratio if rb else None,
-                             ra.status.value if ra else None, rb.status.value if rb else None))
+                             ra.status.value if ra else None, rb.status.value if rb else None,
+                             max((r.dtype for r in (ra, rb) if r),
+                                 key=lambda d: STORED_EPSILON.get(d.upper(), 0.0))))
 
     def key(d: GainDiff) -> tuple[int, float, str]:
         c = d.change
@@ -182,7 +200,8 @@ class Diff:
                 side = "A" if d.ratio_b is None else "B"
                 out.append(Finding(Severity.FAIL, "gain-only-in-one", d.name,
                                    f"present in checkpoint {side} only"))
-            elif not math.isfinite(c) or abs(c) > self.max_change:
+            elif exceeds(abs(c), self.max_change, max(abs(d.ratio_a or 0), abs(d.ratio_b or 0)),
+                         d.dtype):
                 out.append(Finding(Severity.FAIL, "gain-changed", d.name,
                                    f"ratio {d.ratio_a:.4f} -> {d.ratio_b:.4f} (change {c:+.4f}, "
                                    f"more than --max-change {self.max_change})"))

@@ -31,6 +31,7 @@ def run_audit(path: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str 
               device: str = "auto", show: int = 20, width: int | None = None,
               baseline: str | None = None, probe: str | None = None) -> int:
     """Audit, render, and return the exit code (0 pass, 1 findings at/above ``fail_on``)."""
+    from ckpt_audit.commands._runs import band_list
     from ckpt_audit.core.audit import audit_checkpoint
     from ckpt_audit.core.policy import load_policy
     from ckpt_audit.core.verdict import exit_code
@@ -54,7 +55,8 @@ def run_audit(path: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str 
 
         say(f"ckpt-audit: step-0 check passed: all {len(report.norms)} gains have ‖γ‖₂ within "
             f"±{policy.init_tolerance} of √dim")
-    write_document(doc, fmt.value, output, RenderOptions(width, fail_on.severity, show), [path])
+    opts = RenderOptions(width, fail_on.severity, show, bands=tuple(band_list(policy)))
+    write_document(doc, fmt.value, output, opts, [path])
     return exit_code([report], fail_on.severity)
 
 

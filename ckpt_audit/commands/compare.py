@@ -58,7 +58,8 @@ def run_compare(runs: list[str], *, fmt: OutputFormat = OutputFormat.TABLE,
                 lines[label] = series(results, name)
         _runs.require_match(f"--gain {gain!r}" if gain else "the final norm", list(lines),
                             [r for _, res in audited for r in res], by_role=False)
-    write_document(cmp, fmt.value, output, RenderOptions(width))
+    write_document(cmp, fmt.value, output,
+                   RenderOptions(width, bands=tuple(_runs.band_list(policy))))
     if plot and size:
         from ckpt_audit.report.plot import plot_compare
 

@@ -26,6 +26,7 @@ class OutputFormat(str, Enum):
     JSON = "json"
     MARKDOWN = "markdown"
     JUNIT = "junit"
+    HTML = "html"
 
 
 class TableOrJson(str, Enum):

@@ -58,7 +58,7 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
     trend = build_trend(run, results, roles=role_list, pattern=gains, jump=jump)
     _runs.require_match(f"--gains {gains!r}" if gains else f"--roles {roles}", trend.tracked,
                         results, by_role=gains is None)
-    opts = RenderOptions(width, fail_on.severity)
+    opts = RenderOptions(width, fail_on.severity, bands=tuple(_runs.band_list(policy)))
     write_document(trend, fmt.value, output, opts)
     if plot and size:
         from ckpt_audit.report.plot import plot_trend

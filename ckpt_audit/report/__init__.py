@@ -20,7 +20,7 @@ from ckpt_audit.records import AuditReport, Finding, Severity
 if TYPE_CHECKING:
     from rich.console import Console
 
-FORMATS = ("table", "json", "markdown", "junit")
+FORMATS = ("table", "json", "markdown", "junit", "html")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class RenderOptions:
     width: int | None = None
     fail_on: Severity = Severity.FAIL
     show: int = 20
+    #: The policy's bands for the final role as ``(status, lo, hi)`` ratios (HTML shading).
+    bands: tuple[tuple[str, float | None, float | None], ...] = ()
 
 
 #: (document kind, format) -> "module:function" under ckpt_audit.report; every function takes
@@ -55,18 +57,22 @@ RENDERERS: dict[tuple[str, str], str] = {
     ("audit", "json"): "json_report:audit_json",
     ("audit", "markdown"): "markdown:audit_markdown",
     ("audit", "junit"): "junit:audit_junit",
+    ("audit", "html"): "html:audit_html",
     ("trend", "table"): "runs:draw_trend",
     ("trend", "json"): "json_report:trend_json",
     ("trend", "markdown"): "runs:trend_md",
     ("trend", "junit"): "junit:trend_junit",
+    ("trend", "html"): "html:trend_html",
     ("compare", "table"): "runs:draw_compare",
     ("compare", "json"): "json_report:compare_json",
     ("compare", "markdown"): "runs:compare_md",
     ("compare", "junit"): "junit:compare_junit",
+    ("compare", "html"): "html:compare_html",
     ("diff", "table"): "runs:draw_diff",
     ("diff", "json"): "json_report:diff_json",
     ("diff", "markdown"): "runs:diff_md",
     ("diff", "junit"): "junit:diff_junit",
+    ("diff", "html"): "html:diff_html",
 }
 
 

@@ -7,13 +7,14 @@ import os
 import xml.etree.ElementTree as ET
 
 import pytest
-from runs_helpers import norm_ratio, run_cli
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.records import Finding, Severity
 from ckpt_audit.report.github import annotation, append_step_summary, in_github_actions
 from ckpt_audit.report.junit import render_suites, run_suites
 from ckpt_audit.runs.gate import parse_baseline
+from tests.support.cli import run_cli
+from tests.support.runs import norm_ratio
 
 
 def test_annotation_escaping_follows_github_spec():

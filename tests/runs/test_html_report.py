@@ -12,7 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from runs_helpers import all_ratios, norm_ratio, run_cli
+
+from tests.support.cli import run_cli
+from tests.support.paths import require_data
+from tests.support.runs import all_ratios, norm_ratio
 
 CHROMIUM = os.environ.get("CKPT_AUDIT_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -22,11 +25,6 @@ ARTIFACTS = Path(os.environ.get("CKPT_AUDIT_ARTIFACTS",
 
 
 def _browser_or_skip():
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conftest import require_data
-
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -76,7 +74,7 @@ def test_report_in_a_browser(llama_run_master, llama_run_b, tmp_path):
                     assert ratio == pytest.approx(ratios300[gain], rel=1e-5), gain
             # verdicts and the first divergent layer
             verdicts = page.eval_on_selector_all(
-                "table.verdicts[data-run='%s'] tr.checkpoint" % llama_run_master,
+                f"table.verdicts[data-run='{llama_run_master}'] tr.checkpoint",
                 "els => els.map(e => [e.dataset.step, e.dataset.verdict])")
             assert dict(verdicts)["300"] == "fail" and dict(verdicts)["0"] == "pass"
             div = page.locator("tr.divergence")

@@ -13,6 +13,7 @@ import pytest
 
 from ckpt_audit.demo import write_demo_run
 from ckpt_audit.report.schemas import DOCUMENTS, SHARED, schema, validate
+from tests.support.cli import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return paths
 
 
-def _json(run_cli, args: list[str]) -> dict:
+def _json(args: list[str]) -> dict:
     res = run_cli(args)
     assert res.code in (0, 1), res.err
     return json.loads(res.out)
@@ -40,17 +41,16 @@ def test_every_schema_is_shipped_and_well_formed():
     assert "schemas/*.json" in data["tool"]["setuptools"]["package-data"]["ckpt_audit"]
 
 
-def test_every_command_json_validates(demo: dict[str, str], tmp_path: Path, cli):
-    run_cli = cli
+def test_every_command_json_validates(demo: dict[str, str], tmp_path: Path):
     base = tmp_path / "base.json"
     assert run_cli(["audit", demo["step 0"], "-f", "json", "-o", str(base)]).code == 0
     docs = [
-        *[_json(run_cli, ["audit", demo[k], "-f", "json"]) for k in ("step 0", "step 2000", "mtp")],
-        _json(run_cli, ["audit", demo["step 3000"], "-f", "json", "--baseline", str(base)]),
-        _json(run_cli, ["bands", "--d-model", "256", "-f", "json"]),
-        _json(run_cli, ["trend", demo["run"], "-f", "json", "--baseline", str(base)]),
-        _json(run_cli, ["compare", demo["run"], demo["run_b"], "-f", "json"]),
-        _json(run_cli, ["diff", demo["step 0"], demo["step 3000"], "-f", "json",
+        *[_json(["audit", demo[k], "-f", "json"]) for k in ("step 0", "step 2000", "mtp")],
+        _json(["audit", demo["step 3000"], "-f", "json", "--baseline", str(base)]),
+        _json(["bands", "--d-model", "256", "-f", "json"]),
+        _json(["trend", demo["run"], "-f", "json", "--baseline", str(base)]),
+        _json(["compare", demo["run"], demo["run_b"], "-f", "json"]),
+        _json(["diff", demo["step 0"], demo["step 3000"], "-f", "json",
                         "--max-change", "0.1"]),
     ]
     watch = run_cli(["watch", demo["run"], "--once", "--settle", "0", "-f", "json",
@@ -61,9 +61,8 @@ def test_every_command_json_validates(demo: dict[str, str], tmp_path: Path, cli)
         validate(doc)
 
 
-def test_schemas_reject_what_is_wrong(demo: dict[str, str], cli):
-    run_cli = cli
-    doc = _json(run_cli, ["audit", demo["step 2000"], "-f", "json"])
+def test_schemas_reject_what_is_wrong(demo: dict[str, str]):
+    doc = _json(["audit", demo["step 2000"], "-f", "json"])
     for broken in ({**doc, "verdict": "fine"}, {k: v for k, v in doc.items() if k != "norms"},
                    {**doc, "findings": [{"severity": "fail", "code": "x"}]}):
         with pytest.raises(jsonschema.ValidationError):

@@ -16,6 +16,7 @@ import sys
 import typer
 
 from ckpt_audit import __version__
+from ckpt_audit.commands._common import EXIT_CLOSED_PIPE
 from ckpt_audit.errors import CkptAuditError
 
 app = typer.Typer(
@@ -82,8 +83,16 @@ def error_line(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
-#: Exit code when the reader of stdout went away (``| head``): 128 + SIGPIPE, like a shell tool.
-EXIT_CLOSED_PIPE = 141
+def usage_line(exc: BaseException) -> str:
+    """A command-line usage error (Typer's bundled click exception) as one line."""
+    fmt = getattr(exc, "format_message", None)
+    message = fmt() if callable(fmt) else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    where = getattr(ctx, "command_path", None) or "ckpt-audit"
+    return (f"{where}: error: {' '.join(str(message).split())} "
+            f"(see `{where} -h`)")
+
+
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,8 +132,8 @@ def _main(argv: list[str] | None) -> None:
             sys.stderr.write(expected[0] + "\n")
             sys.exit(expected[1])
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
-        if callable(show) and isinstance(code, int):  # a usage error: click's own message
-            show()
+        if callable(show) and isinstance(code, int):  # a usage error: click's message, one line
+            sys.stderr.write(usage_line(exc) + "\n")
             sys.exit(2)
         if debug:
             raise

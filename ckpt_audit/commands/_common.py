@@ -45,9 +45,24 @@ def emit(text: str, output: str | None, checkpoints: Sequence[str] = ()) -> None
         sys.stdout.write(text)
 
 
-def console(width: int | None = None) -> Console:
-    """A stdout console; ``COLUMNS``/``--width`` pin the width."""
-    return Console(width=width, soft_wrap=False)
+#: Exit code when the reader of stdout went away (``| head``): 128 + SIGPIPE, like a shell tool.
+EXIT_CLOSED_PIPE = 141
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader went away: stop quietly with :data:`EXIT_CLOSED_PIPE` (Rich's default
+        exit code 1 would read as "findings")."""
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        raise SystemExit(EXIT_CLOSED_PIPE)
+
+
+def console(width: int | None = None, soft_wrap: bool = False) -> Console:
+    """A stdout console; ``COLUMNS``/``--width`` pin the width; a closed pipe ends quietly."""
+    return _Console(width=width, soft_wrap=soft_wrap)
 
 
 def say(line: str) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from ckpt_audit.records import Severity
+from ckpt_audit.records import Finding, Severity
 from ckpt_audit.runs.audit import CheckpointResult
 
 
@@ -39,13 +39,17 @@ def result_gates(res: CheckpointResult, fail_on: Severity, incomplete: str) -> b
     return any(f.severity.rank >= fail_on.rank for f in res.findings)
 
 
-def exit_code(results: Sequence[CheckpointResult], fail_on: Severity, incomplete: str) -> int:
-    """1 when any checkpoint gates (see :func:`result_gates`), else 0."""
-    return 1 if any(result_gates(r, fail_on, incomplete) for r in results) else 0
+def exit_code(results: Sequence[CheckpointResult], fail_on: Severity, incomplete: str,
+              run_findings: Sequence[Finding] = ()) -> int:
+    """1 when any checkpoint gates (see :func:`result_gates`) or a finding of the run is at or
+    above ``fail_on``, else 0."""
+    return 1 if (any(result_gates(r, fail_on, incomplete) for r in results)
+                 or any(f.severity.rank >= fail_on.rank for f in run_findings)) else 0
 
 
 def ci_outputs(results: Sequence[CheckpointResult], markdown: str | None,
-               github: bool | None) -> None:
+               github: bool | None, run: str | None = None,
+               run_findings: Sequence[Finding] = ()) -> None:
     """Under GitHub Actions (or ``--github``): annotations on stdout, Markdown step summary."""
     from ckpt_audit.report.github import (
         annotation,
@@ -65,6 +69,8 @@ def ci_outputs(results: Sequence[CheckpointResult], markdown: str | None,
         if res.error:
             sys.stdout.write(annotation("error", res.error, file=res.checkpoint.path,
                                         title="ckpt-audit error") + "\n")
+    for line in annotations_for(run or "", "", run_findings):
+        sys.stdout.write(line + "\n")
     if markdown:
         append_step_summary(markdown)
 

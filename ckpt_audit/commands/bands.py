@@ -53,9 +53,9 @@ def register(app: typer.Typer) -> None:
                                                  help="Report format.")] = TableOrJson.TABLE,
     ) -> None:
         """Show √d and each status's band in absolute norm units."""
-        from rich.console import Console
         from rich.table import Table
 
+        from ckpt_audit.commands._common import console
         from ckpt_audit.core.policy import load_policy
 
         data = bands_table(load_policy(config), d_model, role)
@@ -71,4 +71,4 @@ def register(app: typer.Typer) -> None:
             rlo, rhi = data["ratio_bands"][status]
             t.add_row(status, _rng(lo, hi), _rng(rlo, rhi, "g"),
                       data["severity"][status])
-        Console().print(t)
+        console().print(t)

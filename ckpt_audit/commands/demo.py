@@ -49,15 +49,15 @@ def register(app: typer.Typer) -> None:
         width: WidthOpt = None,
     ) -> None:
         """Audit a demo run written on the spot (step 0, healthy, collapsed, exploded, MTP)."""
-        from rich.console import Console
         from rich.table import Table
 
+        from ckpt_audit.commands._common import console
         from ckpt_audit.core.audit import audit_checkpoint
         from ckpt_audit.demo import write_demo_run
         from ckpt_audit.report.summary import fmt_ratio
         from ckpt_audit.report.table import STYLE, VERDICT_STYLE, print_table
 
-        con = Console(width=width)
+        con = console(width, soft_wrap=False)
         root = demo_folder(directory)
         paths = write_demo_run(root)
         con.print(f"[bold]ckpt-audit demo[/bold]: wrote {len(paths)} checkpoints under "

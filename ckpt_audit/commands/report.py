@@ -47,7 +47,8 @@ def run_report(runs: list[str], *, output: str | None = None, config: str | None
                                      for o in audited[1:]), tolerance)
            if len(audited) > 1 else None)
     emit(runs_html(trends, cmp, _runs.band_list(policy)), output)
-    code = max([_runs.exit_code(t.results, fail_on.severity, incomplete.value) for t in trends]
+    code = max([_runs.exit_code(t.results, fail_on.severity, incomplete.value, t.findings)
+                for t in trends]
                + [1 if cmp is not None and cmp.verdict == "fail" else 0])
     if output:
         for t in trends:

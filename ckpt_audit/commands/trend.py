@@ -67,8 +67,9 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
         plot_trend(plot, lines, _runs.band_list(policy), title=f"ckpt-audit trend: {run}",
                    width=size[0], height=size[1])
         say(f"ckpt-audit: plot written to {plot}")
-    _runs.ci_outputs(trend.results, render(trend, "markdown", opts), github)
-    return _runs.exit_code(trend.results, fail_on.severity, incomplete.value)
+    _runs.ci_outputs(trend.results, render(trend, "markdown", opts), github, run,
+                     trend.findings)
+    return _runs.exit_code(trend.results, fail_on.severity, incomplete.value, trend.findings)
 
 
 def register(app: typer.Typer) -> None:

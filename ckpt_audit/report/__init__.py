@@ -91,7 +91,8 @@ def kind_of(doc: object) -> str:
 def document_findings(doc: object) -> tuple[Finding, ...]:
     """The findings that decide ``doc``'s verdict (a trend's: every checkpoint's)."""
     if kind_of(doc) == "trend":
-        return tuple(f for r in doc.results for f in r.findings)  # type: ignore[attr-defined]
+        return (tuple(f for r in doc.results for f in r.findings)  # type: ignore[attr-defined]
+                + tuple(doc.findings))  # type: ignore[attr-defined]
     return tuple(doc.findings)  # type: ignore[attr-defined]
 
 

@@ -194,7 +194,8 @@ def heatmap(results: Sequence[CheckpointResult], *, chart_id: str, title: str) -
                        f' data-layer="{"" if rec.layer is None else rec.layer}" '
                        f'data-step="{res.checkpoint.step}" data-ratio="{_attr(ratio)}" '
                        f'data-status="{_e(status)}" x="{label_w + j * cell_w}" y="{y}" '
-                       f'width="{cell_w - 1}" height="{cell_h - 1}" fill="{_colour(ratio)}">'
+                       f'width="{cell_w - 1}" height="{cell_h - 1}" fill="{_colour(ratio)}" '
+                       'stroke="#ddd" stroke-width="0.5">'
                        f'<title>{_e(name)} step {res.checkpoint.step}: ratio {_n(ratio)} '
                        f'({_e(status)})</title></rect>')
         y += cell_h
@@ -229,8 +230,8 @@ def findings_list(items: Sequence[tuple[str, Finding]]) -> str:
 
 def trend_section(trend: Trend, bands: Sequence[Band], idx: int) -> str:
     lines = {name: series(trend.results, name) for name in trend.tracked}
-    found = [(f"{r.checkpoint.name}:", f) for r in trend.results
-             for f in worth_showing(r.findings)]
+    found = [("run:", f) for f in worth_showing(trend.findings)] + [
+        (f"{r.checkpoint.name}:", f) for r in trend.results for f in worth_showing(r.findings)]
     return (f'<section class="run" data-run="{_e(trend.run)}"><h2>Run <code>{_e(trend.run)}'
             f'</code> <span class="verdict v-{_e(trend.verdict)}">{_e(trend.verdict)}</span>'
             "</h2><h3>Verdict per checkpoint</h3>" + verdict_table(trend)

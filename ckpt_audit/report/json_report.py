@@ -114,6 +114,7 @@ def trend_to_dict(trend: Trend) -> dict[str, Any]:
         "jumps": [{"name": j.name, "step_from": j.step_from, "step_to": j.step_to,
                    "ratio_from": j.ratio_from, "ratio_to": j.ratio_to, "change": _num(j.change)}
                   for j in trend.jumps],
+        "findings": [finding_to_dict(f) for f in trend.findings],
     }
 
 

@@ -145,7 +145,7 @@ def audit_junit(doc: Any, opts: Any) -> str:
 
 
 def trend_junit(doc: Trend, opts: Any) -> str:
-    return render_suites(run_suites(doc.results), opts.fail_on)
+    return render_suites(run_suites(doc.results, doc.findings), opts.fail_on)
 
 
 def compare_junit(doc: Comparison, opts: Any) -> str:

@@ -91,9 +91,7 @@ def print_trend(trend: Trend, con: Console) -> None:
                 Text(f"step {first}", style="bold red") if first is not None else "never")
     con.print(fit_table(cols, con.width, title="Gains over the run (▁ lowest … █ highest ratio)",
                         title_justify="left"))
-    for j in trend.jumps:
-        con.print(f"[yellow]jump[/] {j.name}: {j.ratio_from:.3f} → {j.ratio_to:.3f} "
-                  f"({j.change:+.1%}) between steps {j.step_from} and {j.step_to}")
+    print_findings(trend.findings, con)
     print_checkpoint_findings(trend.results, con)
 
 
@@ -136,9 +134,7 @@ def trend_markdown(trend: Trend) -> str:
         first = trend.first_out_of_band.get(n)
         lines.append(f"- `{n}`: " + (f"first out of band at step **{first}**"
                                      if first is not None else "never out of band"))
-    for j in trend.jumps:
-        lines.append(f"- jump `{j.name}`: {j.ratio_from:.3f} → {j.ratio_to:.3f} "
-                     f"({j.change:+.1%}) between steps {j.step_from} and {j.step_to}")
+    lines += [f"- {_md(finding_line(f))}" for f in worth_showing(trend.findings)]
     for res in trend.results:
         if not res.checkpoint.complete:
             lines.append(f"- incomplete `{res.checkpoint.name}`: "

@@ -20,7 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ckpt_audit.records import Finding, NormRecord, Severity, Status
+from ckpt_audit.records import Finding, NormRecord, Severity, Status, verdict_of
 from ckpt_audit.runs.audit import CheckpointResult, tracked_names, worst_verdict
 
 DEFAULT_JUMP = 0.30
@@ -54,11 +54,14 @@ class Trend:
     first_out_of_band: dict[str, int] = field(hash=False)
     jumps: tuple[Jump, ...]
     jump_threshold: float
+    #: Findings about the run as a whole (``trend-jump``): they count in the run's verdict, not
+    #: in a checkpoint's, whose verdict is the same whatever the command (its audit + baseline).
+    findings: tuple[Finding, ...] = ()
 
     @property
     def verdict(self) -> str:
-        """Worst verdict over the checkpoints (jumps are already folded in as warn findings)."""
-        return worst_verdict([r.verdict for r in self.results])
+        """Worst of the checkpoints' verdicts and the run's own findings."""
+        return worst_verdict([r.verdict for r in self.results] + [verdict_of(self.findings)])
 
 
 def out_of_band(rec: NormRecord) -> bool:
@@ -107,20 +110,15 @@ def build_trend(run: str, results: Sequence[CheckpointResult], *,
                 roles: Sequence[str] = DEFAULT_ROLES, pattern: str | None = None,
                 jump: float = DEFAULT_JUMP,
                 jump_severity: Severity = Severity.WARN) -> Trend:
-    """Assemble a :class:`Trend`; each jump is a ``trend-jump`` finding on the later checkpoint."""
+    """Assemble a :class:`Trend`; each jump is a ``trend-jump`` finding of the run."""
     names = tracked_names(results, roles, pattern)
     jumps = find_jumps(results, names, jump)
-    by_step: dict[int, list[Finding]] = {}
-    for j in jumps:
-        by_step.setdefault(j.step_to, []).append(Finding(
-            jump_severity, "trend-jump", j.name,
-            f"ratio changed {j.change:+.1%} since step {j.step_from} "
-            f"({j.ratio_from:.3f} -> {j.ratio_to:.3f}; alert above {jump:.0%})"))
-    out = []
-    for res in results:
-        extra = tuple(by_step.pop(res.checkpoint.step, [])) if res.report else ()
-        out.append(CheckpointResult(res.checkpoint, res.report, res.error, res.extra + extra))
-    return Trend(run, tuple(out), names, first_out_of_band(out, names), jumps, jump)
+    found = tuple(Finding(jump_severity, "trend-jump", j.name,
+                          f"ratio changed {j.change:+.1%} between steps {j.step_from} and "
+                          f"{j.step_to} ({j.ratio_from:.3f} -> {j.ratio_to:.3f}; alert above "
+                          f"{jump:.0%})") for j in jumps)
+    results = tuple(results)
+    return Trend(run, results, names, first_out_of_band(results, names), jumps, jump, found)
 
 
 def sparkline(values: Sequence[float | None], lo: float | None = None,

@@ -105,7 +105,9 @@ def test_demo_command_keeps_its_folder_and_its_try_lines_work(
         assert word in res.out
     assert (tmp_path / "ckpt-audit-demo" / "run" / "checkpoint-2000").is_dir()
     assert "remove it with: rm -r ckpt-audit-demo" in res.out
-    tries = [ln.strip() for ln in res.out.splitlines() if ln.strip().startswith("ckpt-audit ")]
+    after = res.out.split("\nTry:\n", 1)[1].split("\n\n", 1)[0]
+    tries = [ln.strip() for ln in after.splitlines()]
+    assert all(t.startswith("ckpt-audit ") for t in tries)
     assert len(tries) >= 3
     for line in tries:  # pasted as printed
         argv = shlex.split(line)[1:]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -94,6 +94,22 @@ def parse_size(value: str) -> tuple[int, int]:
     if not (50 <= w <= 10000 and 50 <= h <= 10000):
         raise CkptAuditError("--plot-size: each side must be 50–10000 pixels")
     return w, h
+
+
+def check_all(*checks: Callable[[], Any]) -> list[Any]:
+    """Run every input check and report all their errors together, in one line."""
+    from ckpt_audit.errors import CkptAuditError
+
+    values, errors = [], []
+    for check in checks:
+        try:
+            values.append(check())
+        except CkptAuditError as exc:
+            values.append(None)
+            errors.append(str(exc))
+    if errors:
+        raise CkptAuditError("; ".join(errors))
+    return values
 
 
 def parse_roles(roles: str) -> tuple[str, ...]:

@@ -44,11 +44,13 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
     from ckpt_audit.runs.discovery import discover_run
     from ckpt_audit.runs.trend import build_trend, series
 
-    if jump <= 0:
-        raise CkptAuditError("--jump must be a positive fraction (0.3 = 30 %)")
-    role_list = _runs.parse_roles(roles)
-    _runs.parse_regex("--gains", gains)
-    size = _runs.parse_size(plot_size) if plot else None
+    def check_jump() -> None:
+        if jump <= 0:
+            raise CkptAuditError("--jump must be a positive fraction (0.3 = 30 %)")
+
+    role_list, _, size, _ = _runs.check_all(
+        lambda: _runs.parse_roles(roles), lambda: _runs.parse_regex("--gains", gains),
+        lambda: _runs.parse_size(plot_size) if plot else None, check_jump)
     refuse_inside_any(output, [run])
     refuse_inside_any(plot, [run])
     policy = load_policy(config)

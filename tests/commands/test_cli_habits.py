@@ -118,3 +118,10 @@ def test_watch_says_its_state_file_and_nothing_new(demo, tmp_path):
     assert f"state file {state}" in first.err
     again = run_cli(args)
     assert "nothing new" in again.err and again.out == ""
+
+
+def test_input_errors_of_one_run_come_together(demo):
+    res = run_cli(["trend", demo["run"], "--roles", "x", "--gains", "(", "--jump", "-1"])
+    assert res.code == 2
+    [line] = res.err.strip().splitlines()
+    assert "--roles" in line and "--gains" in line and "--jump" in line

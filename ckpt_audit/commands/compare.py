@@ -61,9 +61,9 @@ def run_compare(runs: list[str], *, fmt: OutputFormat = OutputFormat.TABLE,
     write_document(cmp, fmt.value, output,
                    RenderOptions(width, bands=tuple(_runs.band_list(policy))))
     if plot and size:
-        from ckpt_audit.report.plot import plot_compare
+        from ckpt_audit.report.plot import plot_lines
 
-        plot_compare(plot, lines, _runs.band_list(policy, "final"),
+        plot_lines(plot, lines, _runs.band_list(policy, "final"),
                      title=f"ckpt-audit compare: {gain or 'final norm'}", width=size[0],
                      height=size[1])
         say(f"ckpt-audit: plot written to {plot}")

@@ -63,10 +63,10 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
     opts = RenderOptions(width, fail_on.severity, bands=tuple(_runs.band_list(policy)))
     write_document(trend, fmt.value, output, opts)
     if plot and size:
-        from ckpt_audit.report.plot import plot_trend
+        from ckpt_audit.report.plot import plot_lines
 
         lines = {name: series(trend.results, name) for name in trend.tracked}
-        plot_trend(plot, lines, _runs.band_list(policy), title=f"ckpt-audit trend: {run}",
+        plot_lines(plot, lines, _runs.band_list(policy), title=f"ckpt-audit trend: {run}",
                    width=size[0], height=size[1])
         say(f"ckpt-audit: plot written to {plot}")
     _runs.ci_outputs(trend.results, render(trend, "markdown", opts), github, run,

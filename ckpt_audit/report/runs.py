@@ -19,13 +19,10 @@ from ckpt_audit.records import Finding
 from ckpt_audit.report.findings import finding_line, worth_showing
 from ckpt_audit.report.fit import Column, add_row, elide, fit_table
 from ckpt_audit.report.markdown import md_cell as _md
-from ckpt_audit.report.table import STYLE
+from ckpt_audit.report.table import STYLE, VERDICT_STYLE
 from ckpt_audit.runs.audit import CheckpointResult
 from ckpt_audit.runs.compare import Comparison, Diff, audited_by_step, matching_steps
 from ckpt_audit.runs.trend import Trend, out_of_band, series, sparkline
-
-VERDICT_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red",
-                 "error": "bold red", "incomplete": "magenta"}
 
 
 def _r(x: float | None) -> str:

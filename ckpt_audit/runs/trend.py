@@ -20,8 +20,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ckpt_audit.records import Finding, NormRecord, Severity, Status, verdict_of
-from ckpt_audit.runs.audit import CheckpointResult, tracked_names, worst_verdict
+from ckpt_audit.records import Finding, NormRecord, Severity, Status, Verdict, verdict_of
+from ckpt_audit.runs.audit import CheckpointResult, tracked_names
 
 DEFAULT_JUMP = 0.30
 DEFAULT_ROLES = ("final", "mtp")
@@ -59,9 +59,9 @@ class Trend:
     findings: tuple[Finding, ...] = ()
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         """Worst of the checkpoints' verdicts and the run's own findings."""
-        return worst_verdict([r.verdict for r in self.results] + [verdict_of(self.findings)])
+        return Verdict.worst([*(r.verdict for r in self.results), verdict_of(self.findings)])
 
 
 def out_of_band(rec: NormRecord) -> bool:

@@ -16,13 +16,14 @@ import numpy as np
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers.base import CheckpointReader
-from ckpt_audit.readers.safe_pickle import TensorRef
+from ckpt_audit.readers.hf_index import TORCH_INDEX, shard_locations
+from ckpt_audit.readers.safe_pickle import TensorRef, flatten_state
 from ckpt_audit.readers.torch_legacy import LEGACY_MAGIC, LegacyArchive, is_legacy
 from ckpt_audit.readers.torch_zip import ZIP_MAGIC, TorchArchive
 from ckpt_audit.records import TensorInfo
 from ckpt_audit.storage import ByteSource, Location
 
-INDEX_NAME = "pytorch_model.bin.index.json"
+INDEX_NAME = TORCH_INDEX
 SINGLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "consolidated.pth")
 SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 #: Keys that wrap the state dict in training checkpoints, in the order they are tried.
@@ -50,20 +51,6 @@ def strip_prefixes(name: str, prefixes: tuple[str, ...] = STRIP_PREFIXES) -> str
                 name = name[len(p) :]
                 changed = True
     return name.replace("._orig_mod.", ".")
-
-
-def flatten_state(obj: Any, prefix: str = "", skip: frozenset[str] = SKIP_KEYS,
-                  depth: int = 0) -> dict[str, TensorRef]:
-    """Every :class:`TensorRef` in nested dicts, keyed by dotted path."""
-    out: dict[str, TensorRef] = {}
-    if isinstance(obj, TensorRef):
-        out[prefix.rstrip(".")] = obj
-    elif isinstance(obj, dict) and depth <= MAX_DEPTH:
-        for k, v in obj.items():
-            if not prefix and str(k) in skip:
-                continue
-            out.update(flatten_state(v, f"{prefix}{k}.", skip, depth + 1))
-    return out
 
 
 def _has_weights(obj: Any, depth: int = 0) -> bool:
@@ -117,7 +104,7 @@ def find_state_dict(tree: Any, state_key: str | None = None,
         if inner is None:
             break
         node = inner
-    return _canonical(flatten_state(node), where)
+    return _canonical(flatten_state(node, skip=SKIP_KEYS), where)
 
 
 def plain_config(tree: Any) -> tuple[dict[str, Any], str | None]:
@@ -178,17 +165,7 @@ class TorchReader(CheckpointReader):
             return {loc.name: loc}
         index = loc.child(INDEX_NAME)
         if index.exists():
-            obj = index.read_json()
-            wm = obj.get("weight_map") if isinstance(obj, dict) else None
-            if not isinstance(wm, dict):
-                raise FormatError("index has no valid 'weight_map'", index.display)
-            files: dict[str, Location] = {}
-            for shard in sorted(set(map(str, wm.values()))):
-                child = loc.child(shard)
-                if not child.exists():
-                    raise FormatError(f"index names a missing shard {shard!r}", index.display)
-                files[shard] = child
-            return files
+            return shard_locations(loc, index)
         for name in SINGLE_NAMES:
             if loc.child(name).exists():
                 return {name: loc.child(name)}

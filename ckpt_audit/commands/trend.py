@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ckpt_audit.commands import _runs
-from ckpt_audit.commands._common import refuse_inside_any, say, write_document
+from ckpt_audit.commands._common import github_outputs, refuse_inside_any, say, write_document
 from ckpt_audit.commands.options import (
     BaselineOpt,
     ConfigOpt,
@@ -39,7 +39,7 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
               width: int | None = None) -> int:
     """Discover, audit, build the trend, render it; return the exit code."""
     from ckpt_audit.core.policy import load_policy
-    from ckpt_audit.report import RenderOptions, render
+    from ckpt_audit.report import RenderOptions
     from ckpt_audit.runs.audit import audit_checkpoints
     from ckpt_audit.runs.discovery import discover_run
     from ckpt_audit.runs.trend import build_trend, series
@@ -69,8 +69,7 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
         plot_lines(plot, lines, _runs.band_list(policy), title=f"ckpt-audit trend: {run}",
                    width=size[0], height=size[1])
         say(f"ckpt-audit: plot written to {plot}")
-    _runs.ci_outputs(trend.results, render(trend, "markdown", opts), github, run,
-                     trend.findings)
+    github_outputs(trend, github, opts)
     return _runs.exit_code(trend.results, fail_on.severity, incomplete.value, trend.findings)
 
 

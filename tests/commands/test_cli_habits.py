@@ -125,3 +125,17 @@ def test_input_errors_of_one_run_come_together(demo):
     assert res.code == 2
     [line] = res.err.strip().splitlines()
     assert "--roles" in line and "--gains" in line and "--jump" in line
+
+
+def test_github_outputs_on_every_command(demo, tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    for args in (["audit", demo["step 2000"]], ["diff", demo["step 0"], demo["step 2000"],
+                                                 "--max-change", "0.1"],
+                 ["compare", demo["run"], demo["run"]], ["trend", demo["run"]]):
+        res = run_cli([*args, "-f", "json", "--github"])
+        assert "title=ckpt-audit collapse::model.norm.weight" in res.out, args
+    text = summary.read_text()
+    for head in ("## ckpt-audit: ", "## ckpt-audit diff", "## ckpt-audit compare",
+                 "## ckpt-audit trend"):
+        assert head in text

@@ -49,6 +49,7 @@ def test_help_on_every_option_and_choices_listed():
     audit = run_cli(["audit", "-h"]).out
     line = next(ln for ln in audit.splitlines() if "--expect-init" in ln)
     assert "<bool>" not in line  # a flag, not an option taking a value
+    assert "<bool>" not in next(ln for ln in audit.splitlines() if "--help" in ln)
     assert "--install-completion" in run_cli(["-h"]).out
 
 

@@ -52,7 +52,7 @@ def run_compare(runs: list[str], *, fmt: OutputFormat = OutputFormat.TABLE,
     cmp = Comparison(audited, tuple(first_divergence(audited[0], other, tolerance)
                                     for other in audited[1:]), tolerance)
     lines = {}
-    if plot and size:  # checked before anything is written
+    if (plot and size) or gain:  # checked before anything is written
         for label, results in audited:
             name = gain or next((r.final.name for r in results if r.final), None)
             if name and any(name in r.gains() for r in results):

@@ -61,6 +61,7 @@ def test_help_on_every_option_and_choices_listed():
     (["trend", "RUN", "-f", "pdf"], "is not one of"),
     (["audit", "CK", "--convention", "both"], "is not one of"),
     (["compare", "RUN", "RUN", "--plot", "PLOT", "--gain", "nope"], "--gain 'nope' matches no"),
+    (["compare", "RUN", "RUN", "--gain", "nope"], "--gain 'nope' matches no"),
 ])
 def test_input_errors_are_one_line_exit_2(demo, tmp_path, args, says):
     args = [{"RUN": demo["run"], "CK": demo["step 0"], "PLOT": str(tmp_path / "p.png")}.get(a, a)

@@ -108,13 +108,13 @@ def test_trend_reference_first_and_diff(tmp_path: Path, s) -> None:
                   str(ck / "model.safetensors"))
         (ck / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     code, doc = _json("trend", str(run), "--reference", "first")
-    assert doc["reference"]["kind"] == "checkpoint"
-    assert doc["reference"]["path"].endswith("checkpoint-0")
+    assert doc["gain_reference"]["kind"] == "checkpoint"
+    assert doc["gain_reference"]["path"].endswith("checkpoint-0")
     finals = [c["final_ratio"] for c in doc["checkpoints"]]
     assert finals[0] == 1.0 and finals[1] == pytest.approx(0.9, rel=1e-6)
     assert finals[2] == pytest.approx(0.3, rel=1e-6) and code == 1
     code, doc = _json("trend", str(run))
-    assert doc["reference"] == {"kind": "init"}
+    assert doc["gain_reference"] == {"kind": "init"}
     assert doc["checkpoints"][0]["final_ratio"] == pytest.approx(rms(s.final), rel=1e-12)
     code, doc = _json("diff", str(run / "checkpoint-0"), str(run / "checkpoint-200"),
                       "--reference", str(run / "checkpoint-0"))

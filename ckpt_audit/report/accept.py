@@ -42,6 +42,11 @@ def print_result(res: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{res['checkpoint']}[/]  layout {res['layout']} "
                   f"({res['concat_order']}), {res['sequences']} sequences, "
                   f"{res['positions']} tokens, {res['device']} {res['dtype']}"
+                  + (f" (stored {res['stored_dtype']}"
+                     + (f", {res['quantization']['method']} blocks "
+                        + "x".join(map(str, res['quantization']['weight_block_size']))
+                        + " dequantized" if res.get("quantization") else "") + ")"
+                     if res.get("stored_dtype") else "")
                   + (f", {res['world_size']} ranks" if res["world_size"] > 1 else ""))
     console.print(depth_table("Teacher-forced acceptance", res["depths"], temps))
     sampled = ", ".join(f"T={k}: {_f(v, 3)}" for k, v in

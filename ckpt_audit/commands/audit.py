@@ -65,8 +65,10 @@ def run_audit(
         if summary is not None and fmt == "json":
             import json
 
+            from ckpt_audit.report.accept import summary_dict
+
             obj = json.loads(text)
-            obj["acceptance"] = summary
+            obj["acceptance"] = summary_dict(summary)
             text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
         elif summary is not None and fmt == "markdown":
             from ckpt_audit.report.accept import summary_markdown

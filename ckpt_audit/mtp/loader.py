@@ -20,19 +20,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from ckpt_audit.core.conventions import detect_convention
 from ckpt_audit.core.layouts import mtp_count_from_config, num_layers_from_config, text_config
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.mtp import mapping, quant
-from ckpt_audit.mtp.modules import ORDERS, MtpDepth, Trunk
+from ckpt_audit.mtp import layouts, mapping, quant
+from ckpt_audit.mtp.layouts import ORDERS, LayoutSpec
+from ckpt_audit.mtp.modules import MtpDepth, Trunk
 from ckpt_audit.mtp.quant import Quantization, WeightSource
 from ckpt_audit.readers import open_checkpoint
 from ckpt_audit.readers.base import CheckpointReader
+from ckpt_audit.records import Convention
 
 #: model_type values transformers does not know, and the class family they are built as.
 MODEL_TYPE_ALIASES = {"mimo": "qwen2"}
-#: model types whose RMSNorm stores w with gamma_eff = 1 + w (DOMAIN.md section 1).
-OFFSET_TYPES = ("gemma", "gemma2", "gemma3", "gemma3_text", "qwen3_next", "qwen3_5",
-                "qwen3_5_moe", "qwen3_5_text", "recurrent_gemma", "vaultgemma")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _READ_GROUP = 64
 
@@ -173,19 +173,19 @@ def _apply_plan(module: nn.Module, plan: mapping.Plan, reader: WeightSource,
 
 
 def _detect_layout(names: set[str], n_layers: int, layout: str | None,
-                   display: str, declared: int) -> tuple[mapping.LayoutSpec, int]:
+                   display: str, declared: int) -> tuple[LayoutSpec, int]:
     if layout is not None and layout != "auto":
-        if layout not in mapping.LAYOUTS:
-            raise CkptAuditError(f"--layout must be auto or one of {', '.join(mapping.LAYOUTS)}")
-        spec = mapping.LAYOUTS[layout]
-        found = mapping.count_depths(spec, names, n_layers)
+        if layout not in layouts.LAYOUTS:
+            raise CkptAuditError(f"--layout must be auto or one of {', '.join(layouts.LAYOUTS)}")
+        spec = layouts.LAYOUTS[layout]
+        found = layouts.count_depths(spec, names, n_layers)
     else:
-        counts = [(mapping.count_depths(s, names, n_layers), s) for s in mapping.LAYOUTS.values()]
+        counts = [(layouts.count_depths(s, names, n_layers), s) for s in layouts.LAYOUTS.values()]
         found, spec = max(counts, key=lambda c: c[0])
     if found == 0:
         decl = f"config declares {declared} MTP depth(s) but " if declared else ""
         raise CkptAuditError(
-            f"{decl}no MTP tensors found; looked for: " + "; ".join(mapping.looked_for(n_layers)),
+            f"{decl}no MTP tensors found; looked for: " + "; ".join(layouts.looked_for(n_layers)),
             display)
     return spec, found
 
@@ -210,8 +210,15 @@ def _load(reader: CheckpointReader, dev: torch.device, *, layout: str | None, or
     raw = reader.config()
     # before anything else: quantized weights are dequantized right or refused
     source = WeightSource(reader, quant.detect(raw, reader.tensors(), reader.display))
+    # the audit's convention (model types, Megatron/NeMo 1p flags), from the config as stored
+    convention, why = detect_convention(raw)
     megatron = mapping.is_megatron_trunk(names)
     if megatron and "model_type" not in text_config(raw):
+        if convention is not Convention.DIRECT or str(raw.get("normalization", "RMSNorm")) \
+                != "RMSNorm":
+            raise CkptAuditError(f"Megatron-core args with {why}, normalization "
+                                 f"{raw.get('normalization', 'RMSNorm')!r}: accept builds "
+                                 "Megatron trunks as Llama (RMSNorm, γ = w) only", reader.display)
         if "num_layers" not in raw or "hidden_size" not in raw:
             raise CkptAuditError("Megatron-core names but neither config.json nor args with "
                                  "num_layers/hidden_size", reader.display)
@@ -274,11 +281,11 @@ def _load(reader: CheckpointReader, dev: torch.device, *, layout: str | None, or
     vocab = int(model.get_output_embeddings().weight.shape[0])
     return Loaded(model, trunk, depths, spec.name, order, raw, n_layers, vocab, dev,
                   torch_dtype, reader.display,
-                  str(text_config(raw).get("model_type", "")) in OFFSET_TYPES, notes,
+                  convention is Convention.OFFSET, notes,
                   source.stored_dtype(), source.quant)
 
 
-def _build_depth(model: Any, config: Any, spec: mapping.LayoutSpec, k: int,
+def _build_depth(model: Any, config: Any, spec: LayoutSpec, k: int,
                  n_layers: int, names: set[str], dims: mapping.Dims,
                  reader: WeightSource, order: str, torch_dtype: torch.dtype) -> MtpDepth:
     """One MTP depth: a decoder layer of the trunk's class at index N+k, plus its norms."""

@@ -32,7 +32,7 @@ from ckpt_audit.readers.megatron_common import (
     resolve_iteration,
     uses_offset_gains,
 )
-from ckpt_audit.readers.safe_pickle import TensorRef
+from ckpt_audit.readers.safe_pickle import TensorRef, flatten_state
 from ckpt_audit.readers.torch_zip import TorchArchive
 from ckpt_audit.records import Convention, Finding, Severity, TensorInfo
 from ckpt_audit.storage import Location
@@ -348,17 +348,9 @@ class MegatronLegacyReader(CheckpointReader):
         self._archives.clear()
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, TensorRef]:
+def _flatten(obj: Any) -> dict[str, TensorRef]:
     """Every TensorRef of a (nested) state dict by dotted name; ``_extra_state`` is skipped."""
-    out: dict[str, TensorRef] = {}
-    for key, val in obj.items():
-        name = f"{prefix}{key}"
-        if isinstance(val, TensorRef):
-            if not name.endswith("._extra_state"):
-                out[name] = val
-        elif isinstance(val, dict):
-            out.update(_flatten(val, name + "."))
-    return out
+    return {k: v for k, v in flatten_state(obj).items() if not k.endswith("._extra_state")}
 
 
 def _globalise(name: str, offset: int) -> str:

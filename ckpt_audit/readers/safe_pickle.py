@@ -61,6 +61,21 @@ class TensorRef:
     dtype: str
 
 
+def flatten_state(obj: Any, prefix: str = "", skip: frozenset[str] = frozenset()
+                  ) -> dict[str, TensorRef]:
+    """Every :class:`TensorRef` in nested dicts, keyed by dotted path (the one state-dict
+    flattener of the pickle readers); top-level keys in ``skip`` are left out."""
+    out: dict[str, TensorRef] = {}
+    if isinstance(obj, TensorRef):
+        out[prefix.rstrip(".")] = obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            if not prefix and str(k) in skip:
+                continue
+            out.update(flatten_state(v, f"{prefix}{k}."))
+    return out
+
+
 @dataclass(frozen=True)
 class _DType:
     name: str

@@ -15,12 +15,13 @@ import numpy as np
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers.base import CheckpointReader
-from ckpt_audit.readers.safe_pickle import TensorRef
+from ckpt_audit.readers.hf_index import TORCH_INDEX, shard_locations
+from ckpt_audit.readers.safe_pickle import TensorRef, flatten_state
 from ckpt_audit.readers.torch_zip import ZIP_MAGIC, TorchArchive
 from ckpt_audit.records import TensorInfo
 from ckpt_audit.storage import Location
 
-INDEX_NAME = "pytorch_model.bin.index.json"
+INDEX_NAME = TORCH_INDEX
 SINGLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "consolidated.pth")
 SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 #: Keys that wrap the state dict in training checkpoints, in the order they are tried.
@@ -43,19 +44,6 @@ def strip_prefixes(name: str, prefixes: tuple[str, ...] = STRIP_PREFIXES) -> str
     return name.replace("._orig_mod.", ".")
 
 
-def flatten_state(obj: Any, prefix: str = "") -> dict[str, TensorRef]:
-    """Every :class:`TensorRef` in nested dicts, keyed by dotted path."""
-    out: dict[str, TensorRef] = {}
-    if isinstance(obj, TensorRef):
-        out[prefix.rstrip(".")] = obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            if not prefix and str(k) in SKIP_KEYS:
-                continue
-            out.update(flatten_state(v, f"{prefix}{k}."))
-    return out
-
-
 def find_state_dict(tree: Any) -> dict[str, TensorRef]:
     """The model's tensors in a checkpoint object tree, with canonical names."""
     if isinstance(tree, dict):
@@ -64,10 +52,10 @@ def find_state_dict(tree: Any) -> dict[str, TensorRef]:
             for key in WRAPPER_KEYS:
                 inner = tree.get(key)
                 if isinstance(inner, dict):
-                    found = flatten_state(inner)
+                    found = flatten_state(inner, skip=SKIP_KEYS)
                     if found:
                         return {strip_prefixes(k): v for k, v in found.items()}
-    return {strip_prefixes(k): v for k, v in flatten_state(tree).items()}
+    return {strip_prefixes(k): v for k, v in flatten_state(tree, skip=SKIP_KEYS).items()}
 
 
 def plain_config(tree: Any) -> dict[str, Any]:
@@ -114,17 +102,7 @@ class TorchReader(CheckpointReader):
             return {loc.name: loc}
         index = loc.child(INDEX_NAME)
         if index.exists():
-            obj = index.read_json()
-            wm = obj.get("weight_map") if isinstance(obj, dict) else None
-            if not isinstance(wm, dict):
-                raise FormatError("index has no valid 'weight_map'", index.display)
-            files: dict[str, Location] = {}
-            for shard in sorted(set(map(str, wm.values()))):
-                child = loc.child(shard)
-                if not child.exists():
-                    raise FormatError(f"index names a missing shard {shard!r}", index.display)
-                files[shard] = child
-            return files
+            return shard_locations(loc, index)
         for name in SINGLE_NAMES:
             if loc.child(name).exists():
                 return {name: loc.child(name)}

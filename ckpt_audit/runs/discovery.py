@@ -26,12 +26,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from ckpt_audit.errors import DetectionError
+from ckpt_audit.errors import DetectionError, FormatError
+from ckpt_audit.readers.hf_index import shard_names
+from ckpt_audit.readers.safetensors_format import declared_size, prefix_length
 
 #: (layout, compiled pattern on the child's name); the first match wins.
 NAME_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -120,21 +121,14 @@ def _safetensors_declared(path: str, size: int) -> tuple[int | None, str | None]
         return None, f"only {size} bytes: no safetensors header"
     try:
         with open(path, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            if n > 100_000_000 or 8 + n > size:
-                return 8 + n if n <= 100_000_000 else None, (
-                    f"header length {n} does not fit in {size} bytes")
-            header = json.loads(fh.read(n))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+            n = prefix_length(fh.read(8), path)
+            if 8 + n > size:
+                return 8 + n, f"header length {n} does not fit in {size} bytes"
+            return declared_size(fh.read(n), path), None
+    except FormatError as exc:
+        return None, f"unreadable safetensors header ({exc.message})"
+    except OSError as exc:
         return None, f"unreadable safetensors header ({exc})"
-    end = 0
-    for key, meta in header.items() if isinstance(header, dict) else ():
-        if key == "__metadata__" or not isinstance(meta, dict):
-            continue
-        offsets = meta.get("data_offsets")
-        if isinstance(offsets, list) and len(offsets) == 2 and isinstance(offsets[1], int):
-            end = max(end, offsets[1])
-    return 8 + n + end, None
 
 
 def _zip_tail_error(path: str, size: int) -> str | None:
@@ -159,10 +153,10 @@ def _index_refs(path: str) -> tuple[tuple[str, ...], str | None]:
             data = json.loads(fh.read(64 * 1024 * 1024))
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         return (), f"unreadable index ({exc})"
-    weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    if not isinstance(weight_map, dict):
-        return (), "index has no weight_map"
-    return tuple(sorted({str(v) for v in weight_map.values()})), None
+    try:
+        return tuple(shard_names(data, path)), None
+    except FormatError as exc:
+        return (), exc.message
 
 
 def _entry(root: str, rel: str) -> FileEntry | None:
@@ -352,7 +346,3 @@ def discover_run(path: str, *, settle: float = 0.0) -> Run:
     checkpoints.sort(key=lambda c: (c.step, c.name))
     return Run(path, tuple(checkpoints))
 
-
-def mark_incomplete(ckpt: RunCheckpoint, problem: str) -> RunCheckpoint:
-    """A copy of ``ckpt`` marked incomplete with one more problem."""
-    return replace(ckpt, complete=False, problems=ckpt.problems + (problem,))

@@ -26,7 +26,7 @@ import numpy as np
 from ckpt_audit.core.layouts import text_config
 from ckpt_audit.errors import CkptAuditError
 from ckpt_audit.readers.base import CheckpointReader
-from ckpt_audit.readers.dtypes import FLOAT_DTYPES, ITEMSIZE
+from ckpt_audit.readers.dtypes import ITEMSIZE
 from ckpt_audit.records import TensorInfo
 
 #: suffix of the per-block inverse scale next to ``X.weight`` (DeepSeek-V3 naming)
@@ -134,7 +134,7 @@ class WeightSource:
     def _check(self, name: str) -> None:
         info = self.reader.tensors()[name]
         scale = self._scale_name(name)
-        if info.dtype not in FLOAT_DTYPES:
+        if not info.is_float:
             sib = next((name.rsplit(".", 1)[0] + "." + e for e in ("weight_scale", "scales")
                         if name.rsplit(".", 1)[0] + "." + e in self.reader.tensors()), None)
             how = f" with {sib}" if sib else ""

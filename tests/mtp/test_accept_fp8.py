@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import require_data
 from tests.support.accept import accept_json as accept_run
+from tests.support.paths import require_data
 
 TEMPS = (1.0, 0.7, 0.0)
 #: (16, 16) is smaller than every matrix and leaves partial edge blocks only on the 172-wide

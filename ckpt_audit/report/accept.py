@@ -4,6 +4,7 @@ Pure functions of the result."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -91,7 +92,7 @@ def _f(x: float | None, digits: int = 4) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def depth_table(title: str, depths: tuple[DepthFigures, ...], temps: tuple[str, ...]) -> Table:
+def depth_table(title: str, depths: Sequence[Mapping[str, Any]], temps: Sequence[str]) -> Table:
     """One row per depth: pairs, greedy, sampled per T, cumulative, label accuracy, entropies."""
     t = Table(title=title, title_justify="left")
     t.add_column("depth", justify="right")
@@ -104,10 +105,10 @@ def depth_table(title: str, depths: tuple[DepthFigures, ...], temps: tuple[str, 
     t.add_column("H(p)", justify="right")
     t.add_column("H(q)", justify="right")
     for d in depths:
-        t.add_row(str(d.depth), str(d.pairs), _f(d.greedy_acceptance),
-                  *[_f(d.sampled_acceptance[temp]) for temp in temps],
-                  _f(d.cumulative_acceptance), _f(d.label_accuracy),
-                  _f(d.verifier_entropy, 3), _f(d.draft_entropy, 3))
+        t.add_row(str(d["depth"]), str(d["pairs"]), _f(d["greedy_acceptance"]),
+                  *[_f(d["sampled_acceptance"][temp]) for temp in temps],
+                  _f(d["cumulative_acceptance"]), _f(d["label_accuracy"]),
+                  _f(d["verifier_entropy"], 3), _f(d["draft_entropy"], 3))
     t.caption = ("greedy: draft argmax = verifier argmax; T=x: mean Σ min(p_T, q_T); cum.: "
                  "greedy accepted through this depth; label: draft argmax = data (Megatron); "
                  "H: mean entropy (nats) of verifier p and draft q")
@@ -130,7 +131,8 @@ def print_result(r: AcceptResult, console: Console) -> None:
     console.print(f"[bold]{escape(r.checkpoint)}[/]  layout {r.layout} ({r.concat_order}), "
                   f"{r.sequences} sequences, {r.positions} tokens, {r.device} {_weights(r)}"
                   + (f", {r.world_size} ranks" if r.world_size > 1 else ""))
-    console.print(depth_table("Teacher-forced acceptance", r.chain.depths, temps))
+    console.print(depth_table("Teacher-forced acceptance",
+                              [depth_dict(d) for d in r.chain.depths], temps))
     sampled = ", ".join(f"T={k}: {_f(v, 3)}" for k, v in
                         r.chain.expected_tokens_per_step_sampled.items())
     console.print(f"expected tokens per verifier step (bonus counted): greedy "
@@ -139,7 +141,8 @@ def print_result(r: AcceptResult, console: Console) -> None:
     for w in r.what_if:
         console.print(depth_table(
             f"What if the final gain were ×{w.final_scale:.4g} (ratio "
-            f"{w.final_gain_ratio:.3f}, {w.kind})", w.chain.depths, temps))
+            f"{w.final_gain_ratio:.3f}, {w.kind})", [depth_dict(d) for d in w.chain.depths],
+            temps))
         console.print(f"expected tokens per step: greedy "
                       f"{_f(w.chain.expected_tokens_per_step, 3)}")
     sp = r.speculate
@@ -169,26 +172,32 @@ def print_result(r: AcceptResult, console: Console) -> None:
         console.print(f"[yellow]note:[/] {escape(note)}")
 
 
-def print_summary(r: AcceptResult, console: Console) -> None:
-    """The ``audit --probe`` block (an :func:`~ckpt_audit.mtp.engine.accept_summary` result)."""
-    console.print(depth_table(f"MTP acceptance ({r.layout}, {r.positions} "
-                              "probe tokens, teacher-forced)", r.chain.depths, r.temperatures))
+def _summary_temps(summary: Mapping[str, Any]) -> list[str]:
+    depths = summary["depths"]
+    return list(depths[0]["sampled_acceptance"]) if depths else []
+
+
+def print_summary(summary: Mapping[str, Any], console: Console) -> None:
+    """The ``audit --probe`` block (a :func:`summary_dict`)."""
+    console.print(depth_table(f"MTP acceptance ({summary['layout']}, {summary['positions']} "
+                              "probe tokens, teacher-forced)", summary["depths"],
+                              _summary_temps(summary)))
     console.print("expected tokens per verifier step (bonus counted): "
-                  f"{_f(r.chain.expected_tokens_per_step, 3)}")
+                  f"{_f(summary['expected_tokens_per_step'], 3)}")
 
 
-def summary_markdown(r: AcceptResult) -> str:
-    """The ``audit --probe`` block as a Markdown section."""
-    temps = r.temperatures
+def summary_markdown(summary: Mapping[str, Any]) -> str:
+    """The ``audit --probe`` block (a :func:`summary_dict`) as a Markdown section."""
+    temps = _summary_temps(summary)
     head = ["depth", "pairs", "greedy", *[f"sampled T={t}" for t in temps], "label acc.",
             "H(verifier)", "H(draft)"]
-    lines = [f"\n## MTP acceptance ({r.layout}, {r.positions} probe tokens)\n",
+    lines = [f"\n## MTP acceptance ({summary['layout']}, {summary['positions']} probe tokens)\n",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for d in r.chain.depths:
-        row = [str(d.depth), str(d.pairs), _f(d.greedy_acceptance),
-               *[_f(d.sampled_acceptance[t]) for t in temps], _f(d.label_accuracy),
-               _f(d.verifier_entropy, 3), _f(d.draft_entropy, 3)]
+    for d in summary["depths"]:
+        row = [str(d["depth"]), str(d["pairs"]), _f(d["greedy_acceptance"]),
+               *[_f(d["sampled_acceptance"][t]) for t in temps], _f(d["label_accuracy"]),
+               _f(d["verifier_entropy"], 3), _f(d["draft_entropy"], 3)]
         lines.append("| " + " | ".join(row) + " |")
     lines.append(f"\nExpected tokens per verifier step (bonus counted): "
-                 f"{_f(r.chain.expected_tokens_per_step, 3)}. Definitions: docs/MTP.md.\n")
+                 f"{_f(summary['expected_tokens_per_step'], 3)}. Definitions: docs/MTP.md.\n")
     return "\n".join(lines)

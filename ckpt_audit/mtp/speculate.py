@@ -71,31 +71,46 @@ def _drafts(trunk: Trunk, depths: list[MtpDepth], out: TrunkOutput, seq: list[in
     return drafts
 
 
-def speculate_one(trunk: Trunk, depths: list[MtpDepth], prompt: list[int], new_tokens: int,
-                  device: torch.device) -> dict[str, Any]:
-    """Run the loop on one prompt; return the continuation and the loop's decisions."""
-    seq = list(prompt)
-    out = trunk(torch.tensor([seq], device=device))
-    seq.append(int(out.logits[0, -1].argmax()))
-    calls, steps, accepted, drafted1, accepted1 = 1, 0, 0, 0, 0
-    decisions: dict[int, bool] = {}  # depth-1 draft position i -> accepted?
-    while len(seq) - len(prompt) < new_tokens:
-        i = len(seq) - 2
-        drafts = _drafts(trunk, depths, out, seq)
-        out = trunk(torch.tensor([seq + drafts], device=device))
-        calls += 1
-        steps += 1
-        verdicts = out.logits[0, i + 1 : i + 2 + len(drafts)].argmax(-1).tolist()
+class _Tally:
+    """The loop's sequence and counts; :meth:`verify` applies one verifier call's verdicts."""
+
+    def __init__(self, prompt: list[int], first: int) -> None:
+        self.seq = [*prompt, first]
+        self.calls, self.steps, self.accepted, self.drafted1, self.accepted1 = 1, 0, 0, 0, 0
+        self.decisions: dict[int, bool] = {}  # depth-1 draft position i -> accepted?
+
+    def verify(self, drafts: list[int], verdicts: list[int]) -> int:
+        """Accept drafts while they equal the verifier's argmax, add the bonus token."""
+        i = len(self.seq) - 2
         n_ok = 0
         while n_ok < len(drafts) and drafts[n_ok] == verdicts[n_ok]:
             n_ok += 1
-        decisions[i] = n_ok >= 1
-        drafted1 += 1
-        accepted1 += int(n_ok >= 1)
-        accepted += n_ok
-        seq.extend(drafts[:n_ok] + [verdicts[n_ok]])
-    return {"sequence": seq, "calls": calls, "steps": steps, "accepted": accepted,
-            "drafted1": drafted1, "accepted1": accepted1, "decisions": decisions}
+        self.calls += 1
+        self.steps += 1
+        self.decisions[i] = n_ok >= 1
+        self.drafted1 += 1
+        self.accepted1 += int(n_ok >= 1)
+        self.accepted += n_ok
+        self.seq.extend(drafts[:n_ok] + [verdicts[n_ok]])
+        return n_ok
+
+    def result(self) -> dict[str, Any]:
+        return {"sequence": self.seq, "calls": self.calls, "steps": self.steps,
+                "accepted": self.accepted, "drafted1": self.drafted1,
+                "accepted1": self.accepted1, "decisions": self.decisions}
+
+
+def speculate_one(trunk: Trunk, depths: list[MtpDepth], prompt: list[int], new_tokens: int,
+                  device: torch.device) -> dict[str, Any]:
+    """Run the loop on one prompt; return the continuation and the loop's decisions."""
+    out = trunk(torch.tensor([prompt], device=device))
+    t = _Tally(prompt, int(out.logits[0, -1].argmax()))
+    while len(t.seq) - len(prompt) < new_tokens:
+        i = len(t.seq) - 2
+        drafts = _drafts(trunk, depths, out, t.seq)
+        out = trunk(torch.tensor([t.seq + drafts], device=device))
+        t.verify(drafts, out.logits[0, i + 1 : i + 2 + len(drafts)].argmax(-1).tolist())
+    return t.result()
 
 
 def cacheable(trunk: Trunk, depths: list[MtpDepth]) -> bool:
@@ -158,14 +173,12 @@ def speculate_cached(trunk: Trunk, depths: list[MtpDepth], prompt: list[int],
     """:func:`speculate_one` with the trunk's and every MTP depth's KV cache (same result)."""
     from transformers import DynamicCache
 
-    seq = list(prompt)
     cache = DynamicCache(config=trunk.model.config)
-    out = trunk(torch.tensor([seq], device=device), cache)
+    out = trunk(torch.tensor([prompt], device=device), cache)
     hidden = list(out.hidden[0].unbind(0))  # trunk h of every position in the trunk cache
-    seq.append(int(out.logits[0, -1].argmax()))
+    t = _Tally(prompt, int(out.logits[0, -1].argmax()))
+    seq = t.seq
     chain = [_DepthCache(d) for d in depths]
-    calls, steps, accepted, drafted1, accepted1 = 1, 0, 0, 0, 0
-    decisions: dict[int, bool] = {}
     while len(seq) - len(prompt) < new_tokens:
         n = len(seq)
         i = n - 2
@@ -181,21 +194,11 @@ def speculate_cached(trunk: Trunk, depths: list[MtpDepth], prompt: list[int],
             prev = dc.outputs + list(o.unbind(0))
             dc.commit(prev, n - k)  # final: positions j whose t_{j+k} is accepted, 0..n-k-1
         out = trunk(torch.tensor([[seq[-1], *drafts]], device=device), cache)
-        calls += 1
-        steps += 1
-        verdicts = out.logits[0].argmax(-1).tolist()
-        n_ok = 0
-        while n_ok < len(drafts) and drafts[n_ok] == verdicts[n_ok]:
-            n_ok += 1
-        decisions[i] = n_ok >= 1
-        drafted1 += 1
-        accepted1 += int(n_ok >= 1)
-        accepted += n_ok
+        n_ok = t.verify(drafts, out.logits[0].argmax(-1).tolist())
         hidden.extend(out.hidden[0, : n_ok + 1].unbind(0))
-        cache.crop(-(len(drafts) - n_ok)) if n_ok < len(drafts) else None
-        seq.extend(drafts[:n_ok] + [verdicts[n_ok]])
-    return {"sequence": seq, "calls": calls, "steps": steps, "accepted": accepted,
-            "drafted1": drafted1, "accepted1": accepted1, "decisions": decisions}
+        if n_ok < len(drafts):  # roll the trunk's cache back over the rejected drafts
+            cache.crop(n_ok - len(drafts))
+    return t.result()
 
 
 def teacher_forced_agreement(trunk: Trunk, depths: list[MtpDepth], seq: list[int],

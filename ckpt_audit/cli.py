@@ -16,7 +16,7 @@ import sys
 import typer
 
 from ckpt_audit import __version__
-from ckpt_audit.errors import CkptAuditError
+from ckpt_audit.errors import CkptAuditError, error_text, escape
 
 app = typer.Typer(
     name="ckpt-audit",
@@ -72,7 +72,7 @@ def error_line(exc: BaseException) -> tuple[str, int] | None:
     their ``show``/``exit_code`` interface since click is vendored and may not be importable).
     """
     if isinstance(exc, CkptAuditError):
-        return f"ckpt-audit: error: {exc}", exc.exit_code
+        return error_text(exc), exc.exit_code
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         top = exc.name.split(".")[0]
         if top in OPTIONAL:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         if debug:
             raise
-        sys.stderr.write(f"ckpt-audit: internal error: {type(exc).__name__}: {exc} "
+        sys.stderr.write(f"ckpt-audit: internal error: {type(exc).__name__}: {escape(exc)} "
                          "(set CKPT_AUDIT_DEBUG=1 for a traceback)\n")
         sys.exit(3)
     sys.exit(rv if isinstance(rv, int) else 0)

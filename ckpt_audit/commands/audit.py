@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from ckpt_audit.commands._common import console, emit
-from ckpt_audit.errors import CkptAuditError
+from ckpt_audit.errors import CkptAuditError, IncompleteError, error_text
 from ckpt_audit.records import Convention
+
+#: What an incomplete checkpoint makes ``audit`` do: a one-line error (exit 2) or a failed
+#: gate (exit 1, for CI that treats "not there yet" as a failure rather than a tool error).
+INCOMPLETE_CHOICES = ("error", "fail")
+
+
+def check_complete(path: str, incomplete: str) -> bool:
+    """Completeness before any verdict, by the rules ``trend`` applies to each checkpoint of a
+    run (:func:`ckpt_audit.runs.discovery.checkpoint_problems`). Raises
+    :class:`IncompleteError` (exit 2), or with ``incomplete="fail"`` writes the same line and
+    returns True (exit 1). Local paths only: a remote checkpoint's missing shard is a 404."""
+    import os
+
+    from ckpt_audit.runs.discovery import checkpoint_problems
+    from ckpt_audit.storage import is_url
+
+    if is_url(path) or not os.path.exists(path):
+        return False
+    problems = checkpoint_problems(path)
+    if not problems:
+        return False
+    err = IncompleteError("incomplete checkpoint: " + "; ".join(problems), path)
+    if incomplete == "fail":
+        sys.stderr.write(error_text(err) + "\n")
+        return True
+    raise err
 
 
 def run_audit(
@@ -24,6 +52,7 @@ def run_audit(
     width: int | None,
     baseline: str | None = None,
     probe: str | None = None,
+    incomplete: str = "error",
 ) -> int:
     """Audit, render, and return the exit code (0 pass, 1 findings at/above fail_on)."""
     from ckpt_audit.core.audit import audit_checkpoint
@@ -40,7 +69,12 @@ def run_audit(
             conv = Convention(convention)
         except ValueError:
             raise CkptAuditError("--convention must be direct, offset or none") from None
+    if incomplete not in INCOMPLETE_CHOICES:
+        raise CkptAuditError(f"--incomplete must be one of {', '.join(INCOMPLETE_CHOICES)}, "
+                             f"not {incomplete!r}")
     policy = load_policy(config)
+    if check_complete(path, incomplete):
+        return 1
     report = audit_checkpoint(path, policy=policy, format_hint=format_hint, d_model=d_model,
                               convention=conv, expect_init=expect_init, device=device)
     if baseline:
@@ -114,8 +148,11 @@ def register(app: typer.Typer) -> None:
             None, "--baseline", help="Fail on drift from a known-good JSON report."),
         probe: str | None = typer.Option(
             None, "--probe", help="Also measure MTP draft acceptance on this probe file."),
+        incomplete: str = typer.Option(
+            "error", "--incomplete",
+            help="An incomplete checkpoint is: error (exit 2) | fail (exit 1)."),
     ) -> None:
         """Audit every norm gain of a checkpoint against the policy's bands."""
         code = run_audit(path, fmt, output, config, fail_on, format_hint, d_model, convention,
-                         expect_init, device, show, width, baseline, probe)
+                         expect_init, device, show, width, baseline, probe, incomplete)
         raise typer.Exit(code)

@@ -17,6 +17,14 @@ ITEMSIZE: dict[str, int] = {
     "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
 }
 
+#: bits per element of every dtype the reference safetensors library accepts (the ones
+#: :data:`ITEMSIZE` lacks are validated in headers but not decoded)
+BITS: dict[str, int] = {
+    **{k: 8 * v for k, v in ITEMSIZE.items()},
+    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
+    "C64": 64,
+}
+
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 
 _NUMPY: dict[str, str] = {

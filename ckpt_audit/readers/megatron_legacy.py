@@ -32,7 +32,7 @@ from ckpt_audit.readers.megatron_common import (
     resolve_iteration,
     uses_offset_gains,
 )
-from ckpt_audit.readers.safe_pickle import TensorRef
+from ckpt_audit.readers.safe_pickle import TensorRef, walk_tensors
 from ckpt_audit.readers.torch_zip import TorchArchive
 from ckpt_audit.records import Convention, Finding, Severity, TensorInfo
 from ckpt_audit.storage import Location
@@ -206,7 +206,8 @@ class MegatronLegacyReader(CheckpointReader):
         for key, val in tree.items():
             m = MODEL_KEY.match(str(key))
             if m and isinstance(val, dict):
-                chunks.append((int(m.group(1) or 0), _flatten(val)))
+                chunks.append((int(m.group(1) or 0), walk_tensors(
+                    val, self._archive(rank_dir).src.name, skip_suffix="._extra_state")))
         if not chunks:
             raise FormatError("no 'model' state dict in this file",
                               self._archive(rank_dir).src.name)
@@ -346,19 +347,6 @@ class MegatronLegacyReader(CheckpointReader):
         for arc in self._archives.values():
             arc.src.close()
         self._archives.clear()
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, TensorRef]:
-    """Every TensorRef of a (nested) state dict by dotted name; ``_extra_state`` is skipped."""
-    out: dict[str, TensorRef] = {}
-    for key, val in obj.items():
-        name = f"{prefix}{key}"
-        if isinstance(val, TensorRef):
-            if not name.endswith("._extra_state"):
-                out[name] = val
-        elif isinstance(val, dict):
-            out.update(_flatten(val, name + "."))
-    return out
 
 
 def _globalise(name: str, offset: int) -> str:

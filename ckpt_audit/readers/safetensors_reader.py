@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.readers.base import CheckpointReader
+from ckpt_audit.readers.base import CheckpointReader, index_shards
 from ckpt_audit.readers.dtypes import decode
 from ckpt_audit.readers.safetensors_format import (
     SafetensorsHeader,
@@ -83,15 +83,7 @@ class SafetensorsReader(CheckpointReader):
         if not isinstance(weight_map, dict) or not set(map(type, weight_map.values())) <= {str}:
             raise FormatError("index has no valid 'weight_map'", index.display)
         self._index_map: dict[str, str] = weight_map
-        shards: dict[str, Location] = {}
-        for shard in sorted(set(weight_map.values())):
-            if "/" in shard.replace("\\", "/").lstrip("./") and ".." in shard:
-                raise FormatError(f"index names a shard outside the folder: {shard}", index.display)
-            child = folder.child(shard)
-            if not child.exists():
-                raise FormatError(f"index names a missing shard {shard!r}", index.display)
-            shards[shard] = child
-        return shards
+        return index_shards(folder, index, weight_map.values())
 
     # -- headers ------------------------------------------------------------------------------
     def _source(self, shard: str) -> ByteSource:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.readers.base import CheckpointReader
-from ckpt_audit.readers.safe_pickle import TensorRef
+from ckpt_audit.readers.base import CheckpointReader, index_shards
+from ckpt_audit.readers.safe_pickle import TensorRef, walk_tensors
 from ckpt_audit.readers.torch_zip import ZIP_MAGIC, TorchArchive
 from ckpt_audit.records import TensorInfo
 from ckpt_audit.storage import Location
@@ -43,20 +43,13 @@ def strip_prefixes(name: str, prefixes: tuple[str, ...] = STRIP_PREFIXES) -> str
     return name.replace("._orig_mod.", ".")
 
 
-def flatten_state(obj: Any, prefix: str = "") -> dict[str, TensorRef]:
-    """Every :class:`TensorRef` in nested dicts, keyed by dotted path."""
-    out: dict[str, TensorRef] = {}
-    if isinstance(obj, TensorRef):
-        out[prefix.rstrip(".")] = obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            if not prefix and str(k) in SKIP_KEYS:
-                continue
-            out.update(flatten_state(v, f"{prefix}{k}."))
-    return out
+def flatten_state(obj: Any, source: str = "checkpoint") -> dict[str, TensorRef]:
+    """Every :class:`TensorRef` in nested dicts, keyed by dotted path (top-level optimizer and
+    RNG keys skipped); the walk is bounded (:func:`walk_tensors`)."""
+    return walk_tensors(obj, source, skip_top=SKIP_KEYS)
 
 
-def find_state_dict(tree: Any) -> dict[str, TensorRef]:
+def find_state_dict(tree: Any, source: str = "checkpoint") -> dict[str, TensorRef]:
     """The model's tensors in a checkpoint object tree, with canonical names."""
     if isinstance(tree, dict):
         direct = {k: v for k, v in tree.items() if isinstance(v, TensorRef)}
@@ -64,10 +57,10 @@ def find_state_dict(tree: Any) -> dict[str, TensorRef]:
             for key in WRAPPER_KEYS:
                 inner = tree.get(key)
                 if isinstance(inner, dict):
-                    found = flatten_state(inner)
+                    found = flatten_state(inner, source)
                     if found:
                         return {strip_prefixes(k): v for k, v in found.items()}
-    return {strip_prefixes(k): v for k, v in flatten_state(tree).items()}
+    return {strip_prefixes(k): v for k, v in flatten_state(tree, source).items()}
 
 
 def plain_config(tree: Any) -> dict[str, Any]:
@@ -118,13 +111,7 @@ class TorchReader(CheckpointReader):
             wm = obj.get("weight_map") if isinstance(obj, dict) else None
             if not isinstance(wm, dict):
                 raise FormatError("index has no valid 'weight_map'", index.display)
-            files: dict[str, Location] = {}
-            for shard in sorted(set(map(str, wm.values()))):
-                child = loc.child(shard)
-                if not child.exists():
-                    raise FormatError(f"index names a missing shard {shard!r}", index.display)
-                files[shard] = child
-            return files
+            return index_shards(loc, index, wm.values())
         for name in SINGLE_NAMES:
             if loc.child(name).exists():
                 return {name: loc.child(name)}
@@ -148,7 +135,7 @@ class TorchReader(CheckpointReader):
                 tree = arc.tree
                 if not self._config:
                     self._config = plain_config(tree)
-                for name, ref in find_state_dict(tree).items():
+                for name, ref in find_state_dict(tree, floc.display).items():
                     if name in infos:
                         raise FormatError(f"tensor {name!r} appears in two files", floc.display)
                     infos[name] = TensorInfo(name, ref.shape, ref.dtype, floc.display)

@@ -21,7 +21,7 @@ from ckpt_audit.storage.base import ByteCounter, ByteSource, Location
 from ckpt_audit.storage.fsspec_backend import FsspecLocation, filesystem
 from ckpt_audit.storage.http import HttpLocation
 from ckpt_audit.storage.http_client import RemoteOptions
-from ckpt_audit.storage.local import LocalLocation, LocalSource
+from ckpt_audit.storage.local import LocalLocation, LocalSource, check_argument
 from ckpt_audit.storage.ranged import SharedState, merge_ranges
 
 __all__ = [
@@ -41,6 +41,7 @@ def location(path: str) -> Location:
         path = path[len("file://") :]
     if is_url(path):
         return remote_location(path)
+    check_argument(path)
     return LocalLocation(path)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ckpt_audit.errors import RemoteError
-from ckpt_audit.storage.base import Location
+from ckpt_audit.storage.base import Location, inside_name
 from ckpt_audit.storage.ranged import RangedSource, SharedState, cached_small
 
 #: fsspec protocol -> (package that implements it, pip line)
@@ -93,8 +93,8 @@ class FsspecLocation(Location):
         return _call(what, self.display, o.retries, o.backoff, fn)
 
     def child(self, name: str) -> FsspecLocation:
-        return FsspecLocation(self._fs, self._protocol, f"{self.path}/{name.lstrip('/')}",
-                              self._shared)
+        name = inside_name(name, self.display)
+        return FsspecLocation(self._fs, self._protocol, f"{self.path}/{name}", self._shared)
 
     def is_dir(self) -> bool:
         return bool(self._call("stat", lambda: self._fs.isdir(self.path)))

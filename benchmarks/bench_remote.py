@@ -1,8 +1,9 @@
 """Benchmark: audit a DeepSeek-V3-shaped checkpoint over HTTP on loopback, counting every byte.
 
 Writes the sparse 162-shard, ~688 GB-apparent checkpoint of :mod:`dsv3_shape` (a few MB on disk),
-serves it with :mod:`range_server` on 127.0.0.1 (a real HTTP/1.1 server that honours Range and
-counts the body bytes it sends), runs ``ckpt-audit``'s audit on the folder URL and checks:
+serves it with ``tests/support/range_server.py`` on 127.0.0.1 (a real HTTP/1.1 server that
+honours Range and counts the body bytes it sends), runs ``ckpt-audit``'s audit on the folder URL
+and checks:
 
 - every gain's figures equal numpy's on the values that were written (float64 norm / √n);
 - bytes fetched (client count, and server count) ≤ 1.3 × (metadata + gains), where metadata =
@@ -28,8 +29,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dsv3_shape import make_deepseek_v3_sparse  # noqa: E402
-from range_server import RangeServer  # noqa: E402
+
+from tests.support.range_server import RangeServer  # noqa: E402
 
 BUDGET = 1.3
 

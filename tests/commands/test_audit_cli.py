@@ -14,7 +14,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from ckpt_audit.demo import write_demo_run
-from tests.conftest import run_cli, run_subprocess
+from tests.support.cli import run_cli, run_subprocess
 
 NORM_KEYS = {"name", "role", "layer", "dim", "dtype", "convention", "norm", "ratio", "min", "max",
              "mean", "std", "nonfinite", "status", "severity"}

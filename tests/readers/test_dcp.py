@@ -19,7 +19,7 @@ import pytest
 
 from ckpt_audit.readers import open_checkpoint
 from ckpt_audit.readers.dcp_metadata import parse_metadata
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 torch = pytest.importorskip("torch")
 DATA = Path(__file__).resolve().parents[1] / "data" / "dcp"

@@ -15,7 +15,7 @@ import pytest
 
 from ckpt_audit.errors import CkptAuditError
 from ckpt_audit.readers import open_checkpoint
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "deepspeed"
 FROZEN = "model.layers.1.input_layernorm.weight"  # frozen in zero3_dp2

@@ -10,7 +10,7 @@ import pytest
 from ckpt_audit.errors import DetectionError
 from ckpt_audit.readers import open_checkpoint
 from ckpt_audit.readers.registry import LOOKED_FOR, available_formats
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -8,18 +8,17 @@ found by listing). Each gives the figures of the same checkpoint read from local
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import moto_s3, run_cli
+from tests.support.cli import run_cli
+from tests.support.range_server import RangeServer
+from tests.support.s3 import moto_s3
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from range_server import RangeServer  # noqa: E402
 
 LAYOUTS = [
     ("megatron/torch_dist/", "megatron-torch_dist"),

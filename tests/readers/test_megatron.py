@@ -21,7 +21,7 @@ from ckpt_audit.core.audit import audit_reader
 from ckpt_audit.errors import CkptAuditError, FormatError
 from ckpt_audit.readers import open_checkpoint
 from ckpt_audit.records import Convention, Severity
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "megatron"
 REFERENCE = DATA / "reference.safetensors"

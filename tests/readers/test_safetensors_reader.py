@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from ckpt_audit.errors import CkptAuditError, DetectionError, FormatError
 from ckpt_audit.readers import open_checkpoint
-from tests.hf_models import build, perturb_gains
+from tests.support.hf_models import build, perturb_gains
 
 
 def test_sharded_save_pretrained_reads_only_gain_bytes(tmp_path: Path) -> None:

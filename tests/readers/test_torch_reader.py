@@ -11,7 +11,7 @@ import torch
 
 from ckpt_audit.errors import FormatError, UnsafePickleError
 from ckpt_audit.readers import open_checkpoint
-from tests.hf_models import build, perturb_gains
+from tests.support.hf_models import build, perturb_gains
 
 
 @pytest.mark.parametrize("wrapper", [None, "model", "state_dict", "module", "model_state_dict"])

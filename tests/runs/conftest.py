@@ -7,15 +7,11 @@ explosion), sharded so that shard-level damage can be tested. Built once per ses
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from runs_helpers import write_run  # noqa: E402
+from tests.support.runs import write_run
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,9 @@ import os
 import re
 
 import pytest
-from runs_helpers import all_ratios, run_cli
+
+from tests.support.cli import run_cli
+from tests.support.runs import all_ratios
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 

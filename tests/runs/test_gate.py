@@ -7,7 +7,6 @@ import os
 import xml.etree.ElementTree as ET
 
 import pytest
-from runs_helpers import norm_ratio, run_cli
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.records import Finding, Severity
@@ -18,6 +17,8 @@ from ckpt_audit.runs.gate import (
     junit_runs,
     parse_baseline,
 )
+from tests.support.cli import run_cli
+from tests.support.runs import norm_ratio
 
 
 def test_annotation_escaping_follows_github_spec():

@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from runs_helpers import run_cli
+
+from tests.support.cli import run_cli
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "megatron"
 

@@ -8,9 +8,10 @@ import os
 import xml.etree.ElementTree as ET
 
 import pytest
-from runs_helpers import all_ratios, norm_ratio, run_cli, tree, write_mtp_run
 
 from ckpt_audit.runs.trend import sparkline
+from tests.support.cli import run_cli
+from tests.support.runs import all_ratios, norm_ratio, tree, write_mtp_run
 
 FINAL = "model.norm.weight"
 
@@ -245,7 +246,8 @@ def test_trend_on_safetensors_never_imports_torch(llama_run_master, tmp_path):
 
 def test_deepspeed_shaped_run_written_by_torch_save(tmp_path):
     import torch
-    from runs_helpers import set_gains, tiny_llama
+
+    from tests.support.runs import set_gains, tiny_llama
 
     model = tiny_llama(3)
     want = {}

@@ -6,9 +6,9 @@ import json
 import os
 import shutil
 
-from runs_helpers import run_cli, tree
-
 from ckpt_audit.runs.watch_state import default_state_path
+from tests.support.cli import run_cli
+from tests.support.runs import tree
 
 
 def _watch(run: str, state: str, *extra: str):
@@ -87,7 +87,7 @@ def test_polls_and_junit(llama_run, tmp_path):
 def test_rewritten_checkpoint_is_audited_again(llama_run, tmp_path):
     import time
 
-    from runs_helpers import set_gains, tiny_llama
+    from tests.support.runs import set_gains, tiny_llama
 
     state = str(tmp_path / "s.json")
     assert len(_steps(_watch(llama_run, state).out)) == 5

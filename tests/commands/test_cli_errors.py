@@ -9,9 +9,9 @@ from pathlib import Path
 
 from ckpt_audit.cli import error_line
 from ckpt_audit.errors import FormatError
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_error_line_is_pure_and_names_the_extra() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from ckpt_audit.core.audit import audit_checkpoint
 from ckpt_audit.records import Role
-from tests.conftest import require_data
+from tests.support.paths import require_data
 
 
 def _minilm() -> Path:
@@ -42,9 +42,9 @@ def test_all_minilm_l6_v2_layernorms() -> None:
 
 def test_stories260k_default_policy_vs_per_model_policy(stories_path: Path) -> None:
     """The article's bands call a healthy, converged model an explosion: the measurement wins."""
-    from tests.conftest import run_cli
+    from tests.support.cli import run_cli
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     res = run_cli(["audit", str(stories_path), "-f", "json"])
     import json
 

@@ -11,7 +11,7 @@ import pytest
 
 from ckpt_audit.errors import RemoteError
 from ckpt_audit.storage import RemoteOptions, remote_location
-from tests.conftest import moto_s3
+from tests.support.s3 import moto_s3
 
 pytest.importorskip("s3fs")
 boto3 = pytest.importorskip("boto3")

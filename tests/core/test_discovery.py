@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from ckpt_audit.core.audit import audit_checkpoint
 from ckpt_audit.core.discovery import classify_name, discover
 from ckpt_audit.records import Convention, Role, Severity, TensorInfo
-from tests.hf_models import build, perturb_gains
+from tests.support.hf_models import build, perturb_gains
 
 EXPECTED_FINAL = {
     "llama": "model.norm.weight", "qwen3": "model.norm.weight", "gemma": "model.norm.weight",

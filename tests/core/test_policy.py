@@ -12,7 +12,7 @@ from ckpt_audit.core.policy import Bands, default_policy_text, load_policy
 from ckpt_audit.errors import PolicyError
 from ckpt_audit.records import Role, Severity, Status
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("ratio,status", [

@@ -10,7 +10,6 @@ import os
 import warnings
 
 import pytest
-from runs_helpers import run_cli, tiny_llama
 
 from ckpt_audit.monitor import (
     GainBandWarning,
@@ -20,6 +19,8 @@ from ckpt_audit.monitor import (
     mtp_lambda,
     mtp_scaling_hint,
 )
+from tests.support.cli import run_cli
+from tests.support.runs import tiny_llama
 
 KEY = "gain_ratio/model.norm.weight"
 

@@ -1,5 +1,5 @@
 """Helpers for the runs/trend/compare/watch/monitor tests: run folders written by real writers,
-independent ratio computations (official safetensors library + numpy) and an in-process CLI."""
+independent ratio computations (official safetensors library + numpy)."""
 
 from __future__ import annotations
 
@@ -85,28 +85,6 @@ def all_ratios(folder: str) -> dict[str, float]:
                     w = fh.get_tensor(k).astype(np.float64)
                     out[k] = float(np.sqrt(np.mean(w * w)))
     return out
-
-
-class Cli:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-
-def run_cli(args: list[str]) -> Cli:
-    """``ckpt-audit ARGS`` in-process, capturing stdout/stderr and the exit code."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    from ckpt_audit.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main(args)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0
-    return Cli(code, out.getvalue(), err.getvalue())
 
 
 def tree(root: str) -> dict[str, tuple[int, int]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import struct
-import sys
 
 import numpy as np
 import pytest
@@ -17,8 +16,6 @@ import pytest
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers.llama2c_reader import MAGIC, Llama2cReader
 from ckpt_audit.storage import location
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture()
@@ -159,8 +156,7 @@ def test_garbage_and_zip_are_not_llama2c(tmp_path):
 
 
 def test_stories260k_over_http_reads_only_header_and_gains(tmp_path, stories):
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    from range_server import RangeServer
+    from tests.support.range_server import RangeServer
 
     with RangeServer(os.path.dirname(os.path.realpath(stories))) as srv:
         with Llama2cReader(location(srv.url("stories260K.bin"))) as r:

@@ -9,16 +9,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
 
 from ckpt_audit.cli import main
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from range_server import RangeServer  # noqa: E402
+from tests.support.range_server import RangeServer
 
 HEAD_BLOCK = 64 * 1024
 D, VOCAB, LAYERS, FF = 64, 2048, 2, 172
@@ -159,7 +155,7 @@ def test_llama2c_over_http_equals_local(capsys, stories_path):
 @pytest.mark.slow
 def test_deepseek_v3_benchmark_budget(tmp_path):
     """The README benchmark itself: 162 sparse shards, ≤ 1.3 × (metadata + gains) fetched."""
-    from bench_remote import run
+    from benchmarks.bench_remote import run
 
     result = run(str(tmp_path))
     assert result["ok"], result

@@ -1,6 +1,6 @@
 """Remote reads over a real HTTP server on 127.0.0.1: ranges, byte budgets, errors.
 
-The server (benchmarks/range_server.py) is a real socket server that honours Range and counts the
+The server (tests/support/range_server.py) is a real socket server that honours Range and counts the
 body bytes it sends, so every budget here is checked on both sides of the wire.
 """
 
@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 
 import pytest
 
 from ckpt_audit.errors import FormatError, RemoteError
 from ckpt_audit.storage import RemoteOptions, location, merge_ranges, remote_location
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "benchmarks"))
-from range_server import RangeServer  # noqa: E402
+from tests.support.range_server import RangeServer
 
 KIB = 1024
 FAST = RemoteOptions(timeout=5.0, retries=2, backoff=0.01)

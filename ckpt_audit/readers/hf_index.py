@@ -1,0 +1,44 @@
+"""The Hugging Face shard index (``*.index.json``): ``{"weight_map": {tensor name: shard file}}``.
+
+The one reader of index files, for the safetensors and torch readers and for run discovery.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ckpt_audit.errors import FormatError
+from ckpt_audit.storage import Location
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+TORCH_INDEX = "pytorch_model.bin.index.json"
+
+
+def weight_map(obj: Any, source: str) -> dict[str, str]:
+    """The index's tensor → shard map; :class:`FormatError` unless it maps strings to strings."""
+    wm = obj.get("weight_map") if isinstance(obj, dict) else None
+    if not isinstance(wm, dict) or not all(type(v) is str for v in wm.values()):
+        raise FormatError("index has no valid 'weight_map'", source)
+    return wm
+
+
+def shard_names(obj: Any, source: str) -> list[str]:
+    """The shard files an index names, sorted, each once."""
+    return sorted(set(weight_map(obj, source).values()))
+
+
+def shard_locations(folder: Location, index: Location,
+                    wm: dict[str, str] | None = None) -> dict[str, Location]:
+    """Every shard the index names, as locations inside ``folder``; refuses a shard outside the
+    folder or missing."""
+    if wm is None:
+        wm = weight_map(index.read_json(), index.display)
+    shards: dict[str, Location] = {}
+    for shard in sorted(set(wm.values())):
+        if "/" in shard.replace("\\", "/").lstrip("./") and ".." in shard:
+            raise FormatError(f"index names a shard outside the folder: {shard}", index.display)
+        child = folder.child(shard)
+        if not child.exists():
+            raise FormatError(f"index names a missing shard {shard!r}", index.display)
+        shards[shard] = child
+    return shards

@@ -6,8 +6,6 @@ Truth comes from numpy (the bytes we wrote), never from the tool's readers.
 from __future__ import annotations
 
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 
 from ckpt_audit.errors import CkptAuditError
 from ckpt_audit.readers.registry import open_checkpoint
-from tests.hostile.craft import G, X, state_dict, tensor, torch_zip
+from tests.support.hostile import G, X, cli, state_dict, tensor, torch_zip
 
 GAIN = np.linspace(0.5, 1.5, 4).astype(np.float32)
 
@@ -30,10 +28,6 @@ def _read(path: Path) -> np.ndarray:
     with open_checkpoint(str(path)) as r:
         return r.read("model.norm.weight")
 
-
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ckpt_audit", *args], capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def test_build_on_an_allowlisted_global_does_not_outlive_its_file(tmp_path: Path) -> None:

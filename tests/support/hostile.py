@@ -6,9 +6,29 @@ asked, storage records) are replaced, so everything else is what torch writes.
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
+
+from tests.support.paths import ROOT
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The real ``python -m ckpt_audit`` process, killed after ``timeout`` s (a hang fails)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("CKPT_AUDIT_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "ckpt_audit", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def one_line(r: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The stderr of a run that must end in ``code`` with exactly one line and no traceback."""
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    return r.stderr
 
 
 def X(s: str) -> bytes:

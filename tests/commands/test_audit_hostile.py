@@ -5,29 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from tests.support.hostile import cli, one_line
+
 GAINS = {"model.norm.weight": np.ones(8, np.float32),
          "model.layers.0.input_layernorm.weight": np.ones(8, np.float32)}
 CONFIG = {"hidden_size": 8, "num_hidden_layers": 1, "model_type": "llama"}
 
 
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ckpt_audit", *args], capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def one_line(r: subprocess.CompletedProcess[str], code: int = 2) -> str:
-    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
-    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
-    return r.stderr
 
 
 def sharded(folder: Path, n: int = 2, index: bool = True) -> Path:
@@ -199,7 +189,3 @@ def test_escape_is_the_one_function() -> None:
     assert escape("a\nb\x1b\u202e") == "a\\nb\\x1b\\u202e"
     assert escape("layers.0.ln.weight é") == "layers.0.ln.weight é"
     assert error_text(FormatError("x\ny", "p\r")) == "ckpt-audit: error: p\\r: x\\ny"
-
-
-def test_threads_not_leaked(tmp_path: Path) -> None:
-    assert threading.active_count() >= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -21,6 +22,13 @@ def refuse_inside(output: str, checkpoint: str) -> None:
     if out == ck or out.startswith(ck.rstrip(os.sep) + os.sep):
         raise CkptAuditError(f"refusing to write inside {checkpoint} (ckpt-audit never writes "
                              "where checkpoints live); choose another path", output)
+
+
+def finite(option: str, value: float | None) -> float | None:
+    """A float option must be a number: ``nan`` and ``inf`` (which click accepts) are refused."""
+    if value is not None and not math.isfinite(value):
+        raise CkptAuditError(f"{option} must be a finite number, not {value!r}")
+    return value
 
 
 def emit(text: str, output: str | None, checkpoints: list[str]) -> None:

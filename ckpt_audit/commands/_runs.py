@@ -85,6 +85,12 @@ def ci_outputs(results: Sequence[CheckpointResult], markdown: str | None,
         if res.error:
             sys.stdout.write(f"::error file={res.checkpoint.path}::{res.error}\n")
     if markdown:
+        import os
+
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:  # a step summary is a write like any other: never inside a checkpoint
+            paths = [r.checkpoint.path for r in results]
+            refuse_inside_any(summary, paths + [os.path.dirname(p) for p in paths])
         append_step_summary(markdown)
 
 

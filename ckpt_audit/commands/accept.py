@@ -10,7 +10,7 @@ import json
 
 import typer
 
-from ckpt_audit.commands._common import console, emit
+from ckpt_audit.commands._common import console, emit, finite
 from ckpt_audit.errors import CkptAuditError
 
 
@@ -57,6 +57,8 @@ def register(app: typer.Typer) -> None:
         """Measure MTP draft acceptance on a probe set, teacher-forced, from a checkpoint."""
         if fmt not in ("table", "json"):
             raise CkptAuditError(f"--format must be table or json, not {fmt!r}")
+        finite("--final-scale", final_scale)
+        finite("--mtp-lambda", mtp_lambda)
         from ckpt_audit.mtp.engine import accept_run
 
         res = accept_run(ckpt, probe, temperatures=tuple(temperature), max_tokens=max_tokens,

@@ -7,6 +7,7 @@ import json
 import typer
 
 from ckpt_audit.commands import _runs
+from ckpt_audit.commands._common import finite
 from ckpt_audit.errors import CkptAuditError
 
 
@@ -29,6 +30,7 @@ def run_compare(runs: list[str], *, fmt: str = "table", output: str | None = Non
     if len(runs) < 2:
         raise CkptAuditError("compare needs at least two runs")
     _runs.check_choice("--format", fmt, ("table", "json"))
+    finite("--tolerance", tolerance)
     if tolerance < 0:
         raise CkptAuditError("--tolerance must be >= 0")
     size = parse_size(plot_size) if plot else None

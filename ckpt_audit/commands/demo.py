@@ -8,6 +8,8 @@ import tempfile
 
 import typer
 
+from ckpt_audit.errors import CkptAuditError
+
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
@@ -26,9 +28,14 @@ def register(app: typer.Typer) -> None:
         from ckpt_audit.report.table import STYLE, VERDICT_STYLE, print_table
 
         con = Console(width=width)
+        if directory is not None and os.path.exists(directory) and not os.path.isdir(directory):
+            raise CkptAuditError("--dir must be a folder (it is a file)", directory)
         root = directory or tempfile.mkdtemp(prefix="ckpt-audit-demo-")
         try:
-            paths = write_demo_run(root)
+            try:
+                paths = write_demo_run(root)
+            except OSError as exc:
+                raise CkptAuditError(f"cannot write the demo ({exc.strerror})", root) from None
             con.print(f"[bold]ckpt-audit demo[/bold]: wrote {len(paths)} checkpoints under "
                       f"{root}")
             reports = {label: audit_checkpoint(p) for label, p in paths.items()}

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 
 import typer
 
 from ckpt_audit.commands import _runs
+from ckpt_audit.commands._common import finite
+
+
+def run_folders_of(*checkpoints: str) -> list[str]:
+    """The run folders that hold these checkpoints (a child named like ``checkpoint-N``): an
+    output file inside one would be taken for part of the run."""
+    from ckpt_audit.runs.discovery import parse_name
+
+    out = []
+    for ck in checkpoints:
+        if "://" not in ck and parse_name(os.path.basename(os.path.normpath(ck))):
+            out.append(os.path.dirname(os.path.abspath(ck)))
+    return out
 
 
 def run_diff(a: str, b: str, *, fmt: str = "table", output: str | None = None,
@@ -23,7 +37,8 @@ def run_diff(a: str, b: str, *, fmt: str = "table", output: str | None = None,
     from ckpt_audit.runs.compare import diff_reports, diff_to_dict
 
     _runs.check_choice("--format", fmt, ("table", "json"))
-    _runs.refuse_inside_any(output, [a, b])
+    finite("--max-change", max_change)
+    _runs.refuse_inside_any(output, [a, b, *run_folders_of(a, b)])
     policy = load_policy(config)
     kwargs = _runs.audit_kwargs(policy, format_hint, d_model, convention)
     ra, rb = audit_checkpoint(a, **kwargs), audit_checkpoint(b, **kwargs)

@@ -7,7 +7,9 @@ import json
 import typer
 
 from ckpt_audit.commands import _runs
+from ckpt_audit.commands._common import finite
 from ckpt_audit.errors import CkptAuditError
+from ckpt_audit.records import Role
 
 FORMATS = ("table", "json", "markdown", "junit")
 
@@ -43,6 +45,7 @@ def run_trend(run: str, *, fmt: str = "table", output: str | None = None,
     _runs.check_choice("--format", fmt, FORMATS)
     _runs.check_choice("--incomplete", incomplete, _runs.INCOMPLETE_CHOICES)
     threshold = parse_fail_on(fail_on)
+    finite("--jump", jump)
     if jump <= 0:
         raise CkptAuditError("--jump must be a positive fraction (0.3 = 30 %)")
     size = parse_size(plot_size) if plot else None
@@ -54,6 +57,10 @@ def run_trend(run: str, *, fmt: str = "table", output: str | None = None,
                                 **_runs.audit_kwargs(policy, format_hint, d_model, convention))
     results = _runs.apply_baseline(results, baseline, policy)
     role_list = tuple(r.strip() for r in roles.split(",") if r.strip())
+    known = [r.value for r in Role]
+    unknown = [r for r in role_list if r not in known]
+    if unknown:
+        raise CkptAuditError(f"--roles: unknown role {unknown[0]!r} (known: {', '.join(known)})")
     trend = build_trend(run, results, roles=role_list, pattern=gains, jump=jump)
     if fmt == "json":
         _runs.write(json.dumps(trend_to_dict(trend), indent=2) + "\n", output)

@@ -20,6 +20,8 @@ import numpy as np
 from ckpt_audit.records import Convention, GainStats
 
 EXTREME_COUNT = 5
+#: above this magnitude squares would overflow float64: statistics are computed scaled
+_HUGE = 1e150
 
 
 def effective_gain(values: np.ndarray, convention: Convention) -> np.ndarray:
@@ -40,15 +42,20 @@ def gain_stats(values: np.ndarray, convention: Convention, near_zero: float = 0.
     finite = np.isfinite(g)
     nonfinite = int(n - int(finite.sum()))
     gf = g[finite]
+    # F64 gains near the float64 limit (1e200) would overflow when squared: scale by a power of
+    # two (exact) so the figures stay right and numpy never warns on stderr
+    top_abs = float(np.abs(gf).max()) if gf.size else 0.0
+    scale = 2.0 ** math.frexp(top_abs)[1] if top_abs > _HUGE else 1.0
     if nonfinite:
         norm = ratio = float("nan")
     else:
-        norm = math.sqrt(math.fsum((g * g).tolist()))
+        gs = g / scale
+        norm = math.sqrt(math.fsum((gs * gs).tolist())) * scale
         ratio = norm / math.sqrt(n)
     if gf.size:
-        mean = math.fsum(gf.tolist()) / gf.size
+        mean = math.fsum((gf / scale).tolist()) / gf.size * scale
         # two-pass population variance around the exactly rounded mean (numpy's pairwise sum)
-        std = math.sqrt(float(np.mean((gf - mean) ** 2)))
+        std = math.sqrt(float(np.mean(((gf - mean) / scale) ** 2))) * scale
         lo, hi = float(gf.min()), float(gf.max())
     else:
         mean = std = lo = hi = float("nan")

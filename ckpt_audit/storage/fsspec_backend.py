@@ -131,11 +131,14 @@ def filesystem(protocol: str, url: str, storage_options: dict[str, Any]) -> Any:
         raise RemoteError(
             f"{protocol}:// URLs need fsspec and {pkg}: pip install 'ckpt-audit[remote]'", url
         ) from None
+    if protocol not in _BACKENDS:
+        raise RemoteError(f"unsupported URL scheme {protocol}:// (supported: http, https, "
+                          f"{', '.join(sorted(_BACKENDS))})", url)
     try:
         return fsspec.filesystem(protocol, **storage_options)
     except ImportError:
         raise RemoteError(f"{protocol}:// URLs need the {pkg} package: {pip}", url) from None
-    except ValueError as exc:  # unknown protocol
-        raise RemoteError(f"unsupported URL scheme {protocol}:// ({exc})", url) from None
+    except (ValueError, TypeError) as exc:  # unknown protocol, bad storage options
+        raise RemoteError(f"cannot use {protocol}:// ({exc})", url) from None
 
 

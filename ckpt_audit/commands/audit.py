@@ -6,9 +6,10 @@ import sys
 
 import typer
 
-from ckpt_audit.commands._common import console, emit
+from ckpt_audit.commands._common import console, emit, finite
 from ckpt_audit.errors import CkptAuditError, IncompleteError, error_text
 from ckpt_audit.records import Convention
+from ckpt_audit.storage import RemoteOptions, remote_options
 
 #: What an incomplete checkpoint makes ``audit`` do: a one-line error (exit 2) or a failed
 #: gate (exit 1, for CI that treats "not there yet" as a failure rather than a tool error).
@@ -53,6 +54,8 @@ def run_audit(
     baseline: str | None = None,
     probe: str | None = None,
     incomplete: str = "error",
+    timeout: float = 300.0,
+    allow_redirect_host: bool = False,
 ) -> int:
     """Audit, render, and return the exit code (0 pass, 1 findings at/above fail_on)."""
     from ckpt_audit.core.audit import audit_checkpoint
@@ -75,8 +78,12 @@ def run_audit(
     policy = load_policy(config)
     if check_complete(path, incomplete):
         return 1
-    report = audit_checkpoint(path, policy=policy, format_hint=format_hint, d_model=d_model,
-                              convention=conv, expect_init=expect_init, device=device)
+    finite("--timeout", timeout)
+    remote = RemoteOptions(timeout=min(30.0, timeout), total_timeout=timeout,
+                           allow_redirect_host=allow_redirect_host)
+    with remote_options(remote):
+        report = audit_checkpoint(path, policy=policy, format_hint=format_hint, d_model=d_model,
+                                  convention=conv, expect_init=expect_init, device=device)
     if baseline:
         from ckpt_audit.runs.gate import with_baseline
 
@@ -151,8 +158,15 @@ def register(app: typer.Typer) -> None:
         incomplete: str = typer.Option(
             "error", "--incomplete",
             help="An incomplete checkpoint is: error (exit 2) | fail (exit 1)."),
+        timeout: float = typer.Option(
+            300.0, "--timeout", min=1.0,
+            help="Seconds all remote reads of the audit may take (each read: at most 30)."),
+        allow_redirect_host: bool = typer.Option(
+            False, "--allow-redirect-host",
+            help="Follow redirects to another host (the Hugging Face hub's CDN)."),
     ) -> None:
         """Audit every norm gain of a checkpoint against the policy's bands."""
         code = run_audit(path, fmt, output, config, fail_on, format_hint, d_model, convention,
-                         expect_init, device, show, width, baseline, probe, incomplete)
+                         expect_init, device, show, width, baseline, probe, incomplete,
+                         timeout, allow_redirect_host)
         raise typer.Exit(code)

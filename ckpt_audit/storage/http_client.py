@@ -49,6 +49,10 @@ class RemoteOptions:
     small_body: int = 1024 * 1024
     #: follow a redirect to another scheme or host (the Hugging Face hub's CDN) only when set
     allow_redirect_host: bool = False
+    #: wall-clock budget in seconds for all the remote reads of one location tree (one audit)
+    total_timeout: float = 300.0
+    #: bytes one location tree may fetch in all (headers and gains are a tiny part of a shard)
+    max_bytes: int = 4 * 1024**3
 
 
 class HttpClient:
@@ -57,6 +61,18 @@ class HttpClient:
     def __init__(self, options: RemoteOptions) -> None:
         self.options = options
         self._local = threading.local()
+        self._total_deadline = time.monotonic() + options.total_timeout
+        self._fetched = 0
+        self._lock = threading.Lock()
+
+    def _spend(self, n: int, url: str) -> None:
+        """Count body bytes against the tree's byte budget."""
+        with self._lock:
+            self._fetched += n
+            over = self._fetched > self.options.max_bytes
+        if over:
+            raise RemoteError(f"over the {self.options.max_bytes}-byte budget for the remote "
+                              "reads of one audit", url)
 
     # -- connections -------------------------------------------------------------------------
     def _conn(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
@@ -77,14 +93,16 @@ class HttpClient:
         if conn is not None:
             conn.close()
 
-    def _remaining(self) -> float:
+    def _remaining(self, url: str) -> float:
+        now = time.monotonic()
+        if now >= self._total_deadline:
+            raise RemoteError(f"the {self.options.total_timeout:g} s budget for the remote reads "
+                              "of one audit is spent (--timeout)", url)
         deadline = getattr(self._local, "deadline", None)
-        if deadline is None:
-            return self.options.timeout
-        left = deadline - time.monotonic()
+        left = self.options.timeout if deadline is None else deadline - now
         if left <= 0:
             raise TimeoutError
-        return left
+        return min(left, self._total_deadline - now)
 
     def _send(
         self, method: str, url: str, headers: dict[str, str]
@@ -101,7 +119,7 @@ class HttpClient:
                     f"redirected to another host ({parts.scheme}://{parts.netloc}); refused "
                     "(--allow-redirect-host follows it)", urlunsplit(first))
             conn = self._conn(parts.scheme, parts.netloc)
-            conn.timeout = self._remaining()
+            conn.timeout = self._remaining(url)
             if conn.sock is not None:
                 conn.sock.settimeout(conn.timeout)
             target = parts.path or "/"
@@ -127,10 +145,11 @@ class HttpClient:
         chunks: list[bytes] = []
         got = 0
         while got < limit:
-            self._remaining()
+            self._remaining(url)
             chunk = resp.read1(min(limit - got, 1 << 20))
             if not chunk:
                 break
+            self._spend(len(chunk), url)
             chunks.append(chunk)
             got += len(chunk)
         if resp.length == 0 or resp.isclosed():

@@ -163,3 +163,21 @@ def test_index_naming_parent_paths_is_never_requested(tmp_path: Path,
             with open_checkpoint(srv.url("ck/")) as r:
                 r.tensors()
     assert asked and not any("evil" in u or ".." in u for u in asked), asked
+
+
+def test_the_audit_budget_bounds_all_reads_together() -> None:
+    opts = RemoteOptions(timeout=10, retries=3, backoff=0.05, total_timeout=1.5)
+    with raw_server(_drip) as url:
+        t0 = time.monotonic()
+        with pytest.raises(RemoteError, match="budget for the remote reads of one audit"):
+            remote_location(url, opts).open().read(0, 8)
+    assert time.monotonic() - t0 < 4
+
+
+def test_cli_timeout_bounds_a_silent_server() -> None:
+    from tests.support.hostile import cli, one_line
+
+    with raw_server(_silent) as url:
+        t0 = time.monotonic()
+        err = one_line(cli("audit", url, "--timeout", "2", timeout=30))
+    assert time.monotonic() - t0 < 15 and "model.safetensors" in err

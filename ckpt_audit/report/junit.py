@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from ckpt_audit.errors import escape
 from ckpt_audit.records import AuditReport, Finding, Severity
 from ckpt_audit.report.summary import fmt_norm, fmt_ratio
 
@@ -16,21 +17,24 @@ def render_junit(report: AuditReport, *, fail_on: Severity = Severity.FAIL) -> s
     by_tensor: dict[str | None, list[Finding]] = {}
     for f in report.findings:
         by_tensor.setdefault(f.tensor, []).append(f)
-    suite = ET.Element("testsuite", name=f"ckpt-audit {report.checkpoint}")
+    suite = ET.Element("testsuite", name=f"ckpt-audit {escape(report.checkpoint)}")
     failures = 0
     cases = 0
 
     def case(name: str, classname: str, fs: list[Finding], out: str) -> None:
         nonlocal failures, cases
         cases += 1
-        tc = ET.SubElement(suite, "testcase", name=name, classname=classname)
+        tc = ET.SubElement(suite, "testcase", name=escape(name), classname=classname)
         gating = [f for f in fs if f.severity.rank >= fail_on.rank]
         if gating:
             failures += 1
-            el = ET.SubElement(tc, "failure", message=gating[0].message, type=gating[0].code)
-            el.text = "\n".join(f"[{f.severity.value}] {f.code}: {f.message}" for f in gating)
+            el = ET.SubElement(tc, "failure", message=escape(gating[0].message),
+                               type=gating[0].code)
+            el.text = "\n".join(f"[{f.severity.value}] {f.code}: {escape(f.message)}"
+                                for f in gating)
         rest = [f for f in fs if f not in gating]
-        text = out + "".join(f"\n[{f.severity.value}] {f.code}: {f.message}" for f in rest)
+        text = out + "".join(f"\n[{f.severity.value}] {f.code}: {escape(f.message)}"
+                             for f in rest)
         if text:
             ET.SubElement(tc, "system-out").text = text
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ckpt_audit.errors import escape
 from ckpt_audit.records import AuditReport, Severity
 from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending
 
@@ -32,7 +33,7 @@ def print_table(report: AuditReport, console: Console, show: int = 20) -> None:
 
 def _print(console: Console, report: AuditReport, show: int) -> None:
     verdict = Text(report.verdict.upper(), style=VERDICT_STYLE[report.verdict])
-    head = Text.assemble(("ckpt-audit ", "bold"), report.checkpoint, "  ", verdict)
+    head = Text.assemble(("ckpt-audit ", "bold"), escape(report.checkpoint), "  ", verdict)
     console.print(head)
     dm = (f"d_model {report.d_model} ({report.d_model_source}), √d = "
           f"{math.sqrt(report.d_model):.4f}" if report.d_model else "d_model unknown")
@@ -43,7 +44,7 @@ def _print(console: Console, report: AuditReport, show: int) -> None:
     if final is not None:
         s = final.stats
         console.print(Text.assemble(
-            "final norm ", (final.name, "bold"), f": ‖γ‖₂ = {fmt_norm(s.norm)}, ratio ",
+            "final norm ", (escape(final.name), "bold"), f": ‖γ‖₂ = {fmt_norm(s.norm)}, ratio ",
             (fmt_ratio(s.ratio), "bold"), " → ", (final.status.value, STYLE[final.severity])))
     roles = Table(title="Gains by role", title_justify="left", expand=False)
     for col in ("role", "gains", "min ratio", "max ratio", "statuses", "worst"):
@@ -62,7 +63,7 @@ def _print(console: Console, report: AuditReport, show: int) -> None:
             t.add_column(col, justify="right" if col in ("layer", "dim", "‖γ‖₂", "ratio")
                          else "left", overflow="fold")
         for r in bad[:show]:
-            t.add_row(r.name, r.role.value, "" if r.layer is None else str(r.layer),
+            t.add_row(Text(escape(r.name)), r.role.value, "" if r.layer is None else str(r.layer),
                       str(r.stats.dim), fmt_norm(r.stats.norm), fmt_ratio(r.stats.ratio),
                       r.status.value, Text(r.severity.value, style=STYLE[r.severity]))
         console.print(t)
@@ -73,5 +74,5 @@ def _print(console: Console, report: AuditReport, show: int) -> None:
     for f in other:
         where = f"{f.tensor}: " if f.tensor else ""
         console.print(Text.assemble((f"[{f.severity.value}] ", STYLE[f.severity]),
-                                    f"{f.code}: {where}{f.message}"))
+                                    escape(f"{f.code}: {where}{f.message}")))
 

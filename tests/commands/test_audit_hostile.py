@@ -189,3 +189,20 @@ def test_escape_is_the_one_function() -> None:
     assert escape("a\nb\x1b\u202e") == "a\\nb\\x1b\\u202e"
     assert escape("layers.0.ln.weight é") == "layers.0.ln.weight é"
     assert error_text(FormatError("x\ny", "p\r")) == "ckpt-audit: error: p\\r: x\\ny"
+
+
+def test_tensor_names_with_controls_are_escaped_in_every_format(tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    evil = "model.layers.1.input_layernorm\x1b[2K\r[bold]PASS|x.weight"
+    save_file({"model.norm.weight": np.full(8, 0.01, np.float32),
+               "model.layers.0.input_layernorm.weight": np.ones(8, np.float32),
+               evil: np.full(8, 50.0, np.float32)}, str(ck / "model.safetensors"))
+    (ck / "config.json").write_text(json.dumps({**CONFIG, "num_hidden_layers": 2}))
+    for fmt in ("table", "markdown", "junit"):
+        r = cli("audit", str(ck), "-f", fmt, "--width", "200")
+        assert "\x1b" not in r.stdout and "\r" not in r.stdout, (fmt, r.stdout)
+        assert "input_layernorm\\x1b[2K\\r[bold]PASS" in r.stdout, (fmt, r.stdout)
+    import xml.etree.ElementTree as ET
+
+    ET.fromstring(cli("audit", str(ck), "-f", "junit").stdout)  # still valid XML

@@ -73,6 +73,10 @@ def error_line(exc: BaseException) -> tuple[str, int] | None:
     """
     if isinstance(exc, CkptAuditError):
         return error_text(exc), exc.exit_code
+    if isinstance(exc, RecursionError | MemoryError):  # a hostile input past a budget we missed
+        what = "nested too deeply" if isinstance(exc, RecursionError) else "too large"
+        return (f"ckpt-audit: error: the input is {what} to read ({type(exc).__name__}); "
+                "refused", 2)
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         top = exc.name.split(".")[0]
         if top in OPTIONAL:

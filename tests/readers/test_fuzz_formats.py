@@ -97,3 +97,20 @@ def test_mutated_files_are_an_error_or_read(tmp_path: Path, make, suffix: str) -
         _check(target)
 
     run()
+
+
+def test_gguf_tensors_that_share_bytes_are_refused(tmp_path: Path) -> None:
+    import gguf
+
+    blob = bytearray(_gguf(tmp_path / "m.gguf"))
+    reader = gguf.GGUFReader(str(tmp_path / "m.gguf"))
+    offs = {t.name: int(t.field.parts[-1][0]) for t in reader.tensors}  # data offset field
+    pos = {t.name: int(t.field.offset + sum(len(p.tobytes()) for p in t.field.parts[:-1]))
+           for t in reader.tensors}
+    # point the final norm at the bytes of the layer norm
+    at = pos["output_norm.weight"]
+    blob[at : at + 8] = offs["blk.0.attn_norm.weight"].to_bytes(8, "little")
+    (tmp_path / "alias.gguf").write_bytes(bytes(blob))
+    with pytest.raises(CkptAuditError, match="overlaps"):
+        with open_checkpoint(str(tmp_path / "alias.gguf")) as r:
+            r.tensors()

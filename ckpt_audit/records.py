@@ -127,14 +127,45 @@ class Finding:
     message: str
 
 
-def verdict_of(findings: Iterable[Finding]) -> str:
+class Verdict(str, Enum):
+    """The outcome of one audit (``pass``/``warn``/``fail``) or of one run checkpoint, which may
+    also be ``incomplete`` (not audited) or ``error`` (the audit refused). Ordered best to worst by
+    :attr:`rank`; ``incomplete``, ``fail`` and ``error`` never pass."""
+
+    PASS = "pass"
+    WARN = "warn"
+    INCOMPLETE = "incomplete"
+    FAIL = "fail"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @property
+    def rank(self) -> int:
+        return _VERDICT_RANK[self]
+
+    @classmethod
+    def worst(cls, verdicts: Iterable[Verdict]) -> Verdict:
+        """The worst of several verdicts (``pass`` for none)."""
+        return max(verdicts, key=lambda v: v.rank, default=cls.PASS)
+
+
+_VERDICT_RANK = {Verdict.PASS: 0, Verdict.WARN: 1, Verdict.INCOMPLETE: 2, Verdict.FAIL: 3,
+                 Verdict.ERROR: 3}
+
+
+def verdict_of(findings: Iterable[Finding]) -> Verdict:
     """``fail`` if any finding fails, ``warn`` if any warns, else ``pass``."""
     worst = max((f.severity.rank for f in findings), default=0)
     if worst >= Severity.FAIL.rank:
-        return "fail"
+        return Verdict.FAIL
     if worst >= Severity.WARN.rank:
-        return "warn"
-    return "pass"
+        return Verdict.WARN
+    return Verdict.PASS
 
 
 @dataclass(frozen=True)
@@ -154,7 +185,7 @@ class AuditReport:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         """``fail`` if any finding fails, ``warn`` if any warns, else ``pass``."""
         return verdict_of(self.findings)
 

@@ -20,7 +20,7 @@ def run_compare(runs: list[str], *, fmt: str = "table", output: str | None = Non
     from ckpt_audit.commands._common import console
     from ckpt_audit.commands.trend import parse_size
     from ckpt_audit.core.policy import load_policy
-    from ckpt_audit.report.plot import plot_compare
+    from ckpt_audit.report.plot import plot_lines
     from ckpt_audit.report.runs import print_compare, to_text
     from ckpt_audit.runs.audit import audit_checkpoints
     from ckpt_audit.runs.compare import compare_to_dict, first_divergence
@@ -56,7 +56,7 @@ def run_compare(runs: list[str], *, fmt: str = "table", output: str | None = Non
             if name:
                 lines[label] = series(results, name)
         role = "final"
-        plot_compare(plot, lines, _runs.band_list(policy, role),
+        plot_lines(plot, lines, _runs.band_list(policy, role),
                      title=f"ckpt-audit compare: {gain or 'final norm'}", width=size[0],
                      height=size[1])
     return 1 if any(d is not None for d in divergences) else 0

@@ -36,7 +36,7 @@ def run_trend(run: str, *, fmt: str = "table", output: str | None = None,
     from ckpt_audit.commands._common import console
     from ckpt_audit.core.policy import load_policy
     from ckpt_audit.core.verdict import parse_fail_on
-    from ckpt_audit.report.plot import plot_trend
+    from ckpt_audit.report.plot import plot_lines
     from ckpt_audit.report.runs import print_trend, to_text, trend_markdown
     from ckpt_audit.runs.audit import audit_checkpoints
     from ckpt_audit.runs.discovery import discover_run
@@ -74,7 +74,7 @@ def run_trend(run: str, *, fmt: str = "table", output: str | None = None,
         print_trend(trend, console(width))
     if plot and size:
         lines = {name: series(trend.results, name) for name in trend.tracked}
-        plot_trend(plot, lines, _runs.band_list(policy), title=f"ckpt-audit trend: {run}",
+        plot_lines(plot, lines, _runs.band_list(policy), title=f"ckpt-audit trend: {run}",
                    width=size[0], height=size[1])
     _runs.ci_outputs(trend.results, trend_markdown(trend), github)
     return _runs.exit_code(trend.results, threshold, incomplete)

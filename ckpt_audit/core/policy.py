@@ -25,8 +25,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 BAND_KEYS = ("collapse", "low", "shrink", "nominal", "growth")
-LADDER = (Status.COLLAPSE, Status.LOW, Status.SHRINK, Status.NOMINAL, Status.GROWTH,
-          Status.EXPLOSION)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from ckpt_audit.records import AuditReport, Finding, Severity
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
-EXIT_ERROR = 2
 
 
 def parse_fail_on(value: str) -> Severity:

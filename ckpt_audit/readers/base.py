@@ -13,24 +13,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ckpt_audit.errors import FormatError
 from ckpt_audit.records import Convention, Finding, TensorInfo
 from ckpt_audit.storage import Location
-
-
-def index_shards(folder: Location, index: Location, names: Iterable[object]) -> dict[str, Location]:
-    """The files an index (``*.index.json``) names, each inside ``folder`` and present, else a
-    :class:`FormatError` naming the index: a checkpoint is a closed world."""
-    shards: dict[str, Location] = {}
-    for shard in sorted({str(n) for n in names}):
-        try:
-            child = folder.child(shard)
-        except FormatError as exc:
-            raise FormatError(f"index {exc.message}", index.display) from None
-        if not child.exists():
-            raise FormatError(f"index names a missing shard {shard!r}", index.display)
-        shards[shard] = child
-    return shards
 
 
 class CheckpointReader(ABC):

@@ -40,7 +40,6 @@ SKIP_PREFIXES = ("optim.", "optimizer.", "optimizer_states.", "optimizer_state."
                  "lr_scheduler.", "dataloader.", "train_state.", "rng_state.", "scheduler.")
 #: Megatron torch_dist stacked layers: ``<prefix>.layers.<param>`` with no layer number
 STACKED = re.compile(r"^((?:.*\.)?layers)\.([A-Za-z_].*)$")
-SPLIT_NAME = re.compile(r"^((?:.*\.)?layers)\.(\d+)\.(.*)$")
 
 
 class _MemorySource(ByteSource):

@@ -27,7 +27,7 @@ from ckpt_audit.errors import CkptAuditError, FormatError
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.deepspeed_zero3 import Zero3Layout
 from ckpt_audit.readers.megatron_common import folder_exists, present
-from ckpt_audit.readers.safe_pickle import TensorRef, walk_tensors
+from ckpt_audit.readers.safe_pickle import TensorRef, flatten_state
 from ckpt_audit.readers.torch_reader import strip_prefixes
 from ckpt_audit.readers.torch_zip import TorchArchive
 from ckpt_audit.records import Finding, Severity, TensorInfo
@@ -173,8 +173,8 @@ class DeepSpeedReader(CheckpointReader):
                     f"ZeRO-3: values read from the fp32 master partitions of {z.world} "
                     "data-parallel rank(s)",
                 ))
-            for key, ref in walk_tensors(module if isinstance(module, dict) else {},
-                                         arc.src.name).items():
+            for key, ref in flatten_state(module if isinstance(module, dict) else {},
+                                          arc.src.name).items():
                 name = strip_prefixes(key)
                 if name in infos:
                     continue  # a ZeRO-3 placeholder of a partitioned parameter
@@ -223,7 +223,7 @@ def _zero_stage(tree: dict[str, Any]) -> int | None:
 
 def _placeholders(tree: dict[str, Any]) -> bool:
     """Every module tensor empty while ``param_shapes`` records real shapes (ZeRO-3)."""
-    refs = list(walk_tensors(tree["module"], "DeepSpeed model states").values())
+    refs = list(flatten_state(tree["module"], "DeepSpeed model states").values())
     shapes = tree.get("param_shapes")
     return bool(refs) and bool(shapes) and all(
         int(np.prod(r.shape)) == 0 for r in refs

@@ -77,16 +77,6 @@ def folder_exists(loc: Location, probes: tuple[str, ...]) -> bool:
     return loc.exists() and loc.is_dir() or bool(present(loc, probes))
 
 
-def is_iteration_dir(loc: Location) -> bool:
-    """An ``iter_XXXXXXX``/``release`` folder of either layout."""
-    if not loc.is_dir():
-        return False
-    names = loc.listdir()
-    return "metadata.json" in names or ".metadata" in names or any(
-        n.startswith("mp_rank_") for n in names
-    )
-
-
 def resolve_iteration(loc: Location) -> Location:
     """The iteration folder a user means: the tracker's target in a run folder, else ``loc``.
 

@@ -32,7 +32,7 @@ from ckpt_audit.readers.megatron_common import (
     resolve_iteration,
     uses_offset_gains,
 )
-from ckpt_audit.readers.safe_pickle import TensorRef, walk_tensors
+from ckpt_audit.readers.safe_pickle import TensorRef, flatten_state
 from ckpt_audit.readers.torch_zip import TorchArchive
 from ckpt_audit.records import Convention, Finding, Severity, TensorInfo
 from ckpt_audit.storage import Location
@@ -206,7 +206,7 @@ class MegatronLegacyReader(CheckpointReader):
         for key, val in tree.items():
             m = MODEL_KEY.match(str(key))
             if m and isinstance(val, dict):
-                chunks.append((int(m.group(1) or 0), walk_tensors(
+                chunks.append((int(m.group(1) or 0), flatten_state(
                     val, self._archive(rank_dir).src.name, skip_suffix="._extra_state")))
         if not chunks:
             raise FormatError("no 'model' state dict in this file",

@@ -290,14 +290,15 @@ def safe_loads(data: bytes, source: str) -> Any:
                                 source) from None
 
 
-def walk_tensors(obj: Any, source: str, skip_top: frozenset[str] = frozenset(),
-                 skip_suffix: str | None = None, prefix: str = "") -> dict[str, TensorRef]:
-    """Every :class:`TensorRef` in nested dicts, keyed by dotted path (``prefix`` first).
+def flatten_state(obj: Any, source: str = "checkpoint", skip: frozenset[str] = frozenset(),
+                  skip_suffix: str | None = None, prefix: str = "") -> dict[str, TensorRef]:
+    """Every :class:`TensorRef` in nested dicts, keyed by dotted path (``prefix`` first): the
+    one state-dict flattener of the pickle readers.
 
     Iterative and within budgets: each container is visited once (memo by identity, so dicts
     that share references through the pickle memo cost their size, not 2^depth walks), at most
     :data:`MAX_DEPTH` deep and :data:`MAX_NODES` containers in all, else an
-    :class:`UnsafePickleError` naming ``source`` and the budget. ``skip_top`` names top-level keys
+    :class:`UnsafePickleError` naming ``source`` and the budget. ``skip`` names top-level keys
     never walked (optimizer state); names ending in ``skip_suffix`` are left out."""
     out: dict[str, TensorRef] = {}
     seen: set[int] = set()
@@ -316,6 +317,6 @@ def walk_tensors(obj: Any, source: str, skip_top: frozenset[str] = frozenset(),
             budget = (f"{MAX_DEPTH}-level nesting" if depth >= MAX_DEPTH
                       else f"{MAX_NODES}-container")
             raise UnsafePickleError(f"object tree is over the {budget} budget", source)
-        items = [(k, v) for k, v in node.items() if not (depth == 0 and str(k) in skip_top)]
+        items = [(k, v) for k, v in node.items() if not (depth == 0 and str(k) in skip)]
         stack.extend((v, f"{path}{k}.", depth + 1) for k, v in reversed(items))
     return out

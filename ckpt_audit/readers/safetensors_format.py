@@ -67,15 +67,23 @@ class SafetensorsHeader:
         return dict(self._entries)
 
 
-def header_length(prefix: bytes, file_size: int, source: str) -> int:
-    """Validate the 8-byte length prefix and return N."""
-    if file_size == 0:
-        raise FormatError("empty file", source)
-    if len(prefix) < 8 or file_size < 8:
+def prefix_length(prefix: bytes, source: str) -> int:
+    """N, the header length in the 8-byte little-endian prefix (refused above MAX_HEADER)."""
+    if len(prefix) < 8:
         raise FormatError("truncated: shorter than the 8-byte header length", source)
     (n,) = struct.unpack("<Q", prefix[:8])
     if n > MAX_HEADER:
         raise FormatError(f"header length {n} exceeds the {MAX_HEADER}-byte limit", source)
+    return int(n)
+
+
+def header_length(prefix: bytes, file_size: int, source: str) -> int:
+    """Validate the 8-byte length prefix against the file size and return N."""
+    if file_size == 0:
+        raise FormatError("empty file", source)
+    if file_size < 8:
+        raise FormatError("truncated: shorter than the 8-byte header length", source)
+    n = prefix_length(prefix, source)
     if 8 + n > file_size:
         raise FormatError(
             f"truncated: header says {n} bytes but the file has {file_size - 8} after the prefix",
@@ -84,11 +92,7 @@ def header_length(prefix: bytes, file_size: int, source: str) -> int:
     return n
 
 
-def parse_header(raw: bytes, file_size: int, source: str) -> SafetensorsHeader:
-    """Parse and validate the JSON header ``raw`` (the N bytes after the prefix) and the layout
-    of the whole data section it describes."""
-    data_start = 8 + len(raw)
-    data_len = file_size - data_start
+def _json_object(raw: bytes, source: str) -> dict[str, Any]:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -96,6 +100,31 @@ def parse_header(raw: bytes, file_size: int, source: str) -> SafetensorsHeader:
     obj: Any = loads_json(raw, source, "safetensors header")
     if not isinstance(obj, dict):
         raise FormatError("header is not a JSON object", source)
+    return obj
+
+
+def declared_size(raw: bytes, source: str) -> int:
+    """The size a complete file has by its JSON header ``raw``: 8 + N + the largest data end.
+
+    Entries are not validated here: this judges a file that may still be being written (run
+    discovery), by its size alone. Readers use :func:`parse_header`.
+    """
+    end = 0
+    for key, meta in _json_object(raw, source).items():
+        if key == "__metadata__" or not isinstance(meta, dict):
+            continue
+        offsets = meta.get("data_offsets")
+        if isinstance(offsets, list) and len(offsets) == 2 and type(offsets[1]) is int:
+            end = max(end, offsets[1])
+    return 8 + len(raw) + end
+
+
+def parse_header(raw: bytes, file_size: int, source: str) -> SafetensorsHeader:
+    """Parse and validate the JSON header ``raw`` (the N bytes after the prefix) and the layout
+    of the whole data section it describes."""
+    data_start = 8 + len(raw)
+    data_len = file_size - data_start
+    obj = _json_object(raw, source)
     meta = obj.pop("__metadata__", None)
     if meta is not None and not (type(meta) is dict
                                  and all(type(v) is str for v in meta.values())):

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.readers.base import CheckpointReader, index_shards
+from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.dtypes import decode
+from ckpt_audit.readers.hf_index import SAFETENSORS_INDEX, shard_locations, weight_map
 from ckpt_audit.readers.safetensors_format import (
     SafetensorsHeader,
     TensorEntry,
@@ -23,7 +24,7 @@ from ckpt_audit.readers.safetensors_format import (
 from ckpt_audit.records import TensorInfo
 from ckpt_audit.storage import ByteSource, Location
 
-INDEX_NAME = "model.safetensors.index.json"
+INDEX_NAME = SAFETENSORS_INDEX
 SINGLE_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
@@ -78,12 +79,8 @@ class SafetensorsReader(CheckpointReader):
         return {n: loc.child(n) for n in names}
 
     def _from_index(self, folder: Location, index: Location) -> dict[str, Location]:
-        obj = index.read_json()
-        weight_map = obj.get("weight_map") if isinstance(obj, dict) else None
-        if not isinstance(weight_map, dict) or not set(map(type, weight_map.values())) <= {str}:
-            raise FormatError("index has no valid 'weight_map'", index.display)
-        self._index_map: dict[str, str] = weight_map
-        return index_shards(folder, index, weight_map.values())
+        self._index_map: dict[str, str] = weight_map(index.read_json(), index.display)
+        return shard_locations(folder, index, self._index_map)
 
     # -- headers ------------------------------------------------------------------------------
     def _source(self, shard: str) -> ByteSource:

@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.readers.base import CheckpointReader, index_shards
-from ckpt_audit.readers.safe_pickle import TensorRef, walk_tensors
+from ckpt_audit.readers.base import CheckpointReader
+from ckpt_audit.readers.hf_index import TORCH_INDEX, shard_locations
+from ckpt_audit.readers.safe_pickle import TensorRef, flatten_state
 from ckpt_audit.readers.torch_zip import ZIP_MAGIC, TorchArchive
 from ckpt_audit.records import TensorInfo
 from ckpt_audit.storage import Location
 
-INDEX_NAME = "pytorch_model.bin.index.json"
+INDEX_NAME = TORCH_INDEX
 SINGLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "consolidated.pth")
 SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 #: Keys that wrap the state dict in training checkpoints, in the order they are tried.
@@ -43,12 +44,6 @@ def strip_prefixes(name: str, prefixes: tuple[str, ...] = STRIP_PREFIXES) -> str
     return name.replace("._orig_mod.", ".")
 
 
-def flatten_state(obj: Any, source: str = "checkpoint") -> dict[str, TensorRef]:
-    """Every :class:`TensorRef` in nested dicts, keyed by dotted path (top-level optimizer and
-    RNG keys skipped); the walk is bounded (:func:`walk_tensors`)."""
-    return walk_tensors(obj, source, skip_top=SKIP_KEYS)
-
-
 def find_state_dict(tree: Any, source: str = "checkpoint") -> dict[str, TensorRef]:
     """The model's tensors in a checkpoint object tree, with canonical names."""
     if isinstance(tree, dict):
@@ -57,10 +52,10 @@ def find_state_dict(tree: Any, source: str = "checkpoint") -> dict[str, TensorRe
             for key in WRAPPER_KEYS:
                 inner = tree.get(key)
                 if isinstance(inner, dict):
-                    found = flatten_state(inner, source)
+                    found = flatten_state(inner, source, skip=SKIP_KEYS)
                     if found:
                         return {strip_prefixes(k): v for k, v in found.items()}
-    return {strip_prefixes(k): v for k, v in flatten_state(tree, source).items()}
+    return {strip_prefixes(k): v for k, v in flatten_state(tree, source, skip=SKIP_KEYS).items()}
 
 
 def plain_config(tree: Any) -> dict[str, Any]:
@@ -107,11 +102,7 @@ class TorchReader(CheckpointReader):
             return {loc.name: loc}
         index = loc.child(INDEX_NAME)
         if index.exists():
-            obj = index.read_json()
-            wm = obj.get("weight_map") if isinstance(obj, dict) else None
-            if not isinstance(wm, dict):
-                raise FormatError("index has no valid 'weight_map'", index.display)
-            return index_shards(loc, index, wm.values())
+            return shard_locations(loc, index)
         for name in SINGLE_NAMES:
             if loc.child(name).exists():
                 return {name: loc.child(name)}

@@ -64,15 +64,9 @@ def _plot(path: str, lines: Mapping[str, Sequence[tuple[int, float | None]]], ba
     return width, height
 
 
-def plot_trend(path: str, series: Mapping[str, Sequence[tuple[int, float | None]]],
+def plot_lines(path: str, series: Mapping[str, Sequence[tuple[int, float | None]]],
                bands: Sequence[Band], *, title: str, width: int = 1000, height: int = 600,
                dpi: int = 100) -> tuple[int, int]:
-    """One line per tracked gain of a run; returns the image size in pixels."""
+    """One line per series over the steps (a run's tracked gains for ``trend``, the runs' same
+    gain for ``compare``), over the policy's bands; returns the image size in pixels."""
     return _plot(path, series, bands, title, width, height, dpi)
-
-
-def plot_compare(path: str, runs: Mapping[str, Sequence[tuple[int, float | None]]],
-                 bands: Sequence[Band], *, title: str, width: int = 1000, height: int = 600,
-                 dpi: int = 100) -> tuple[int, int]:
-    """One line per run (the same gain, usually the final norm), overlaid."""
-    return _plot(path, runs, bands, title, width, height, dpi)

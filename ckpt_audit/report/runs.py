@@ -15,12 +15,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ckpt_audit.report.table import VERDICT_STYLE
 from ckpt_audit.runs.audit import CheckpointResult
 from ckpt_audit.runs.compare import Divergence, GainDiff, audited_by_step, matching_steps
 from ckpt_audit.runs.trend import Trend, out_of_band, series, sparkline
-
-VERDICT_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red",
-                 "error": "bold red", "incomplete": "magenta"}
 
 
 def _r(x: float | None) -> str:

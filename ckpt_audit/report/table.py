@@ -11,12 +11,13 @@ from rich.table import Table
 from rich.text import Text
 
 from ckpt_audit.errors import escape
-from ckpt_audit.records import AuditReport, Severity
+from ckpt_audit.records import AuditReport, Severity, Verdict
 from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending
 
 STYLE = {Severity.OK: "green", Severity.INFO: "cyan", Severity.WARN: "yellow",
          Severity.FAIL: "bold red"}
-VERDICT_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
+VERDICT_STYLE = {Verdict.PASS: "bold green", Verdict.WARN: "bold yellow", Verdict.FAIL: "bold red",
+                 Verdict.ERROR: "bold red", Verdict.INCOMPLETE: "magenta"}
 
 
 def render_table(report: AuditReport, *, width: int | None = None, show: int = 20) -> str:

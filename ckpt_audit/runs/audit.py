@@ -10,16 +10,13 @@ checkpoint never stops a trend over a thousand good ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.records import AuditReport, Finding, NormRecord, Role, verdict_of
+from ckpt_audit.records import AuditReport, Finding, NormRecord, Role, Verdict, verdict_of
 from ckpt_audit.runs.discovery import RunCheckpoint
-
-#: Verdicts from best to worst; ``incomplete`` and ``error`` are never passing.
-VERDICT_RANK = {"pass": 0, "warn": 1, "incomplete": 2, "fail": 3, "error": 3}
 
 
 @dataclass(frozen=True)
@@ -39,12 +36,12 @@ class CheckpointResult:
         return (self.report.findings if self.report else ()) + self.extra
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         """``incomplete``, ``error``, else the worst of the audit's and the extra findings."""
         if not self.checkpoint.complete:
-            return "incomplete"
+            return Verdict.INCOMPLETE
         if self.error is not None or self.report is None:
-            return "error"
+            return Verdict.ERROR
         return verdict_of(self.findings)
 
     @property
@@ -98,24 +95,12 @@ def audit_one(ckpt: RunCheckpoint, **audit_kwargs: Any) -> CheckpointResult:
     return CheckpointResult(ckpt, report)
 
 
-def audit_checkpoints(
-    checkpoints: Sequence[RunCheckpoint],
-    *,
-    progress: Callable[[RunCheckpoint], None] | None = None,
-    **audit_kwargs: Any,
-) -> tuple[CheckpointResult, ...]:
+def audit_checkpoints(checkpoints: Sequence[RunCheckpoint],
+                      **audit_kwargs: Any) -> tuple[CheckpointResult, ...]:
     """:func:`audit_one` over ``checkpoints`` in order."""
-    out = []
-    for ckpt in checkpoints:
-        if progress:
-            progress(ckpt)
-        out.append(audit_one(ckpt, **audit_kwargs))
-    return tuple(out)
+    return tuple(audit_one(ckpt, **audit_kwargs) for ckpt in checkpoints)
 
 
-def worst_verdict(verdicts: Sequence[str]) -> str:
-    """The worst of several verdicts (``pass`` for none)."""
-    return max(verdicts, key=lambda v: VERDICT_RANK.get(v, 3), default="pass")
 
 
 def tracked_names(results: Sequence[CheckpointResult], roles: Sequence[str],

@@ -26,13 +26,13 @@ from __future__ import annotations
 import io
 import os
 import re
-import struct
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ckpt_audit.errors import CkptAuditError, DetectionError
-from ckpt_audit.readers.safetensors_format import MAX_HEADER
+from ckpt_audit.readers.hf_index import shard_names
+from ckpt_audit.readers.safetensors_format import declared_size, prefix_length
 from ckpt_audit.storage.base import loads_json
 from ckpt_audit.storage.local import open_regular, read_local
 
@@ -132,21 +132,12 @@ def _safetensors_declared(path: str, size: int) -> tuple[int | None, str | None]
         return None, f"only {size} bytes: no safetensors header"
     try:
         with _open_rb(path) as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            if n > MAX_HEADER or 8 + n > size:
-                return 8 + n if n <= MAX_HEADER else None, (
-                    f"header length {n} does not fit in {size} bytes")
-            header = loads_json(fh.read(n), path, "safetensors header")
+            n = prefix_length(fh.read(8), path)
+            if 8 + n > size:
+                return 8 + n, f"header length {n} does not fit in {size} bytes"
+            return declared_size(fh.read(n), path), None
     except (OSError, CkptAuditError) as exc:
         return None, f"unreadable safetensors header ({_why(exc)})"
-    end = 0
-    for key, meta in header.items() if isinstance(header, dict) else ():
-        if key == "__metadata__" or not isinstance(meta, dict):
-            continue
-        offsets = meta.get("data_offsets")
-        if isinstance(offsets, list) and len(offsets) == 2 and isinstance(offsets[1], int):
-            end = max(end, offsets[1])
-    return 8 + n + end, None
 
 
 def _zip_tail_error(path: str, size: int) -> str | None:
@@ -168,12 +159,9 @@ def _zip_tail_error(path: str, size: int) -> str | None:
 def _index_refs(path: str) -> tuple[tuple[str, ...], str | None]:
     try:
         data = loads_json(read_local(path, 64 * 1024 * 1024), path, "index")
+        return tuple(shard_names(data, path)), None
     except CkptAuditError as exc:
         return (), f"unreadable index ({_why(exc)})"
-    weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    if not isinstance(weight_map, dict):
-        return (), "index has no weight_map"
-    return tuple(sorted({str(v) for v in weight_map.values()})), None
 
 
 def _entry(root: str, rel: str) -> FileEntry | None:
@@ -380,7 +368,3 @@ def discover_run(path: str, *, settle: float = 0.0) -> Run:
     checkpoints.sort(key=lambda c: (c.step, c.name))
     return Run(path, tuple(checkpoints))
 
-
-def mark_incomplete(ckpt: RunCheckpoint, problem: str) -> RunCheckpoint:
-    """A copy of ``ckpt`` marked incomplete with one more problem."""
-    return replace(ckpt, complete=False, problems=ckpt.problems + (problem,))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckpt_audit.errors import FormatError, PolicyError
-from ckpt_audit.records import AuditReport, Finding, Severity
+from ckpt_audit.records import AuditReport, Finding, Severity, Verdict
 from ckpt_audit.storage.base import loads_json
 from ckpt_audit.storage.local import read_local
 
@@ -170,7 +170,7 @@ def annotations_for(checkpoint: str, verdict: str, findings: Sequence[Finding],
                     problems: Sequence[str] = ()) -> list[str]:
     """Annotations for one checkpoint: one per warn/fail finding, one for an incomplete one."""
     lines = []
-    if verdict == "incomplete":
+    if verdict == Verdict.INCOMPLETE:
         lines.append(annotation("warning", "incomplete checkpoint: " + "; ".join(problems),
                                 file=checkpoint, title="ckpt-audit incomplete"))
     for f in findings:
@@ -203,7 +203,6 @@ def junit_runs(suite: str, rows: Sequence[tuple[str, int, str, Sequence[Finding]
     above ``fail_on`` (``fail`` or ``warn``) is a ``<failure>``, ``error`` an ``<error>`` and an
     incomplete checkpoint ``<skipped>`` (not passing, not failing the build).
     """
-    rank = {"pass": 0, "warn": 1, "fail": 2}
     root = ET.Element("testsuites", name="ckpt-audit")
     ts = ET.SubElement(root, "testsuite", name=suite)
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
@@ -213,13 +212,13 @@ def junit_runs(suite: str, rows: Sequence[tuple[str, int, str, Sequence[Finding]
         bad = [f for f in findings if f.severity.rank >= Severity.WARN.rank]
         text = "\n".join(f"[{f.severity.value}] {f.code} {f.tensor or ''}: {f.message}"
                          for f in bad)
-        if verdict == "incomplete":
+        if verdict == Verdict.INCOMPLETE:
             counts["skipped"] += 1
             ET.SubElement(tc, "skipped", message="incomplete: " + "; ".join(problems))
-        elif verdict == "error":
+        elif verdict == Verdict.ERROR:
             counts["errors"] += 1
             ET.SubElement(tc, "error", message=error or "audit error")
-        elif rank.get(verdict, 2) >= rank.get(fail_on, 2):
+        elif Verdict(verdict).rank >= Verdict(fail_on).rank:
             counts["failures"] += 1
             el = ET.SubElement(tc, "failure", message=f"verdict {verdict}")
             el.text = text

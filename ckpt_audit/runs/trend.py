@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckpt_audit.records import Finding, NormRecord, Severity, Status
-from ckpt_audit.runs.audit import CheckpointResult, tracked_names, worst_verdict
+from ckpt_audit.records import Finding, NormRecord, Severity, Status, Verdict
+from ckpt_audit.runs.audit import CheckpointResult, tracked_names
 
 SCHEMA = "ckpt-audit.trend/1"
 DEFAULT_JUMP = 0.30
@@ -58,9 +58,9 @@ class Trend:
     jump_threshold: float
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         """Worst verdict over the checkpoints (jumps are already folded in as warn findings)."""
-        return worst_verdict([r.verdict for r in self.results])
+        return Verdict.worst(r.verdict for r in self.results)
 
 
 def out_of_band(rec: NormRecord) -> bool:

@@ -6,7 +6,7 @@ import posixpath
 from collections.abc import Sequence
 from urllib.parse import quote, urlsplit
 
-from ckpt_audit.errors import FormatError, RemoteError
+from ckpt_audit.errors import RemoteError
 from ckpt_audit.storage.base import Location, inside_name
 from ckpt_audit.storage.http_client import HttpClient
 from ckpt_audit.storage.ranged import RangedSource, SharedState, cached_small
@@ -89,16 +89,9 @@ class HttpLocation(Location):
         return [n for n, ok in zip(names, found, strict=True) if ok]
 
     def listdir(self) -> list[str]:
-        """The well-known names that exist here, plus the files an index names (HTTP has no
-        listing: this is a probe, documented as such)."""
-        names = set(self._present(WELL_KNOWN))
-        for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-            if index in names:
-                try:
-                    names.update(self.child(index).read_json().get("weight_map", {}).values())
-                except (AttributeError, FormatError):
-                    pass
-        return sorted(names)
+        """The well-known names that exist here (HTTP has no listing: this is a probe, documented
+        as such). Shards are found through the index a reader reads, not here."""
+        return sorted(self._present(WELL_KNOWN))
 
     def open(self) -> HttpSource:
         size = self._shared.exists_cache.get(self.url, (False, None, ""))[1]

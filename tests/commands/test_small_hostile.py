@@ -84,7 +84,7 @@ def test_nan_and_unknown_option_values_are_refused(tmp_path: Path, args: list[st
     (tmp_path / "run" / "checkpoint-1").mkdir(parents=True)
     subst = {"RUN": str(tmp_path / "run"), "CK": str(tmp_path / "run" / "checkpoint-1")}
     err = one_line(cli(*[subst.get(a, a) for a in args]))
-    assert "nan" in err or "inf" in err or "bogus" in err
+    assert args[-2] in err  # the option is named (nan/inf refused, by us or by click's bound)
 
 
 def test_demo_dir_on_a_file_and_ftp_urls_are_one_line(tmp_path: Path) -> None:

@@ -44,6 +44,16 @@ def _root(
     """Audit LLM training checkpoints."""
 
 
+class _Command(typer.core.TyperCommand):
+    """A command whose ``-h/--help`` shows as the flag it is (no ``<bool>`` value)."""
+
+    def get_help_option(self, ctx):  # type: ignore[no-untyped-def]
+        opt = super().get_help_option(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+
 def _register_commands() -> None:
     import ckpt_audit.commands as commands
 
@@ -54,6 +64,9 @@ def _register_commands() -> None:
         register = getattr(module, "register", None)
         if register is not None:
             register(app)
+    for info in app.registered_commands:
+        if info.cls in (None, typer.core.TyperCommand):
+            info.cls = _Command
 
 
 _register_commands()

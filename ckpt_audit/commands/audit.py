@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ckpt_audit.commands._common import finite, write_document
+from ckpt_audit.commands._common import finite, github_outputs, write_document
 from ckpt_audit.commands.options import (
     AllowRedirectHostOpt,
     AuditIncomplete,
@@ -21,6 +21,7 @@ from ckpt_audit.commands.options import (
     FailOn,
     FailOnOpt,
     FormatHintOpt,
+    GithubOpt,
     OutputFormat,
     OutputOpt,
     ReadOptions,
@@ -59,6 +60,7 @@ def run_audit(path: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str 
               read: ReadOptions = ReadOptions(), expect_init: bool = False,
               device: str = "auto", show: int = 20, width: int | None = None,
               baseline: str | None = None, probe: str | None = None,
+              github: bool | None = None,
               incomplete: AuditIncomplete = AuditIncomplete.ERROR, timeout: float = 300.0,
               allow_redirect_host: bool = False) -> int:
     """Audit, render, and return the exit code (0 pass, 1 findings at/above ``fail_on``)."""
@@ -94,6 +96,7 @@ def run_audit(path: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str 
             f"±{policy.init_tolerance} of √dim")
     opts = RenderOptions(width, fail_on.severity, show, bands=tuple(band_list(policy)))
     write_document(doc, fmt.value, output, opts, [path])
+    github_outputs(doc, github, opts, [path])
     return exit_code([report], fail_on.severity)
 
 
@@ -119,6 +122,7 @@ def register(app: typer.Typer) -> None:
         probe: Annotated[str | None, typer.Option(
             "--probe", help="Also measure MTP draft acceptance on this probe file "
                             "(JSONL or text; needs the mtp extra).")] = None,
+        github: GithubOpt = None,
         incomplete: AuditIncompleteOpt = AuditIncomplete.ERROR,
         timeout: TimeoutOpt = 300.0,
         allow_redirect_host: AllowRedirectHostOpt = False,
@@ -127,7 +131,7 @@ def register(app: typer.Typer) -> None:
         code = run_audit(path, fmt=fmt, output=output, config=config, fail_on=fail_on,
                          read=ReadOptions.of(format_hint, d_model, convention),
                          expect_init=expect_init, device=device.value,
-                         show=show, width=width, baseline=baseline, probe=probe,
+                         show=show, width=width, baseline=baseline, probe=probe, github=github,
                          incomplete=incomplete, timeout=timeout,
                          allow_redirect_host=allow_redirect_host)
         raise typer.Exit(code)

@@ -8,7 +8,9 @@ for every stored dtype up to F32. Definitions (docs/METRICS.md):
 - ``mean``, ``std`` (population, ddof = 0), ``min``, ``max`` over finite channels;
 - ``nonfinite`` = number of NaN/±inf channels (then norm and ratio are NaN);
 - ``near_zero`` = fraction of channels with |γ_i| < threshold;
-- ``extreme`` = the channels farthest from the init value 1, as (index, γ_i).
+- ``extreme`` = the channels farthest from the init value 1, as (index, γ_i);
+- ``spread`` = std / RMS over finite channels (0 at the all-ones init; NaN when RMS is 0 or there
+  is no finite channel), and ``negative`` = fraction of channels with γ_i < 0: the channel signals.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def gain_stats(values: np.ndarray, convention: Convention, near_zero: float = 0.
     n = int(g.size)
     if n == 0:
         nan = float("nan")
-        return GainStats(0, nan, nan, nan, nan, nan, nan, 0, 0.0, ())
+        return GainStats(0, nan, nan, nan, nan, nan, nan, 0, 0.0, (), nan, 0.0)
     finite = np.isfinite(g)
     nonfinite = int(n - int(finite.sum()))
     gf = g[finite]
@@ -60,10 +62,20 @@ def gain_stats(values: np.ndarray, convention: Convention, near_zero: float = 0.
     else:
         mean = std = lo = hi = float("nan")
     near = float(np.count_nonzero(np.abs(gf) < near_zero)) / n
+    negative = float(np.count_nonzero(gf < 0)) / n
     dev = np.where(finite, np.abs(g - 1.0), np.inf)
     k = min(EXTREME_COUNT, n)
     top = np.argpartition(-dev, k - 1)[:k] if n > k else np.arange(n)
     # farthest first; ties broken by the lower index
     order = sorted(top.tolist(), key=lambda i: (-dev[i], i))
     extreme = tuple((int(i), float(g[i])) for i in order)
-    return GainStats(n, norm, ratio, lo, hi, mean, std, nonfinite, near, extreme)
+    return GainStats(n, norm, ratio, lo, hi, mean, std, nonfinite, near, extreme,
+                     channel_spread(std, gf), negative)
+
+
+def channel_spread(std: float, finite: np.ndarray) -> float:
+    """std / RMS of the finite channels ``finite`` (NaN when their RMS is 0 or there are none)."""
+    if not finite.size:
+        return float("nan")
+    rms = math.sqrt(math.fsum((finite * finite).tolist()) / finite.size)
+    return std / rms if rms > 0 else float("nan")

@@ -26,6 +26,13 @@ EXTREME_COUNT = 5
 _HUGE = 1e150
 
 
+def _scale(finite: np.ndarray) -> float:
+    """1, or for F64 gains near the float64 limit (1e200), whose squares would overflow, a power
+    of two (exact) to divide by first: the figures stay right and numpy never warns."""
+    top_abs = float(np.abs(finite).max()) if finite.size else 0.0
+    return 2.0 ** math.frexp(top_abs)[1] if top_abs > _HUGE else 1.0
+
+
 def effective_gain(values: np.ndarray, convention: Convention) -> np.ndarray:
     """γ_eff in float64: the stored values, plus one for the offset convention."""
     g = np.asarray(values, dtype=np.float64).reshape(-1)
@@ -44,10 +51,7 @@ def gain_stats(values: np.ndarray, convention: Convention, near_zero: float = 0.
     finite = np.isfinite(g)
     nonfinite = int(n - int(finite.sum()))
     gf = g[finite]
-    # F64 gains near the float64 limit (1e200) would overflow when squared: scale by a power of
-    # two (exact) so the figures stay right and numpy never warns on stderr
-    top_abs = float(np.abs(gf).max()) if gf.size else 0.0
-    scale = 2.0 ** math.frexp(top_abs)[1] if top_abs > _HUGE else 1.0
+    scale = _scale(gf)
     if nonfinite:
         norm = ratio = float("nan")
     else:
@@ -77,5 +81,7 @@ def channel_spread(std: float, finite: np.ndarray) -> float:
     """std / RMS of the finite channels ``finite`` (NaN when their RMS is 0 or there are none)."""
     if not finite.size:
         return float("nan")
-    rms = math.sqrt(math.fsum((finite * finite).tolist()) / finite.size)
+    scale = _scale(finite)
+    scaled = finite / scale
+    rms = math.sqrt(math.fsum((scaled * scaled).tolist()) / finite.size) * scale
     return std / rms if rms > 0 else float("nan")

@@ -64,9 +64,9 @@ def _register_commands() -> None:
         register = getattr(module, "register", None)
         if register is not None:
             register(app)
-    for info in app.registered_commands:
-        if info.cls in (None, typer.core.TyperCommand):
-            info.cls = _Command
+    for command in app.registered_commands:
+        if command.cls in (None, typer.core.TyperCommand):
+            command.cls = _Command
 
 
 _register_commands()

@@ -62,6 +62,14 @@ class Incomplete(str, Enum):
     FAIL = "fail"
 
 
+class AuditIncomplete(str, Enum):
+    """What ``audit`` does with an incomplete checkpoint: a one-line error (exit 2), or a failed
+    gate (exit 1, for CI that treats "not there yet" as a failure rather than a tool error)."""
+
+    ERROR = "error"
+    FAIL = "fail"
+
+
 class ExitOn(str, Enum):
     """``watch --exit-on``: stop with exit 1 at the first checkpoint reaching this."""
 
@@ -120,6 +128,15 @@ ReferenceOpt = Annotated[str | None, typer.Option(
                         "instead of √n, the all-ones init (docs/POLICY.md).")]
 StateKeyOpt = Annotated[str | None, typer.Option(
     "--state-key", help="Key of a torch pickle holding the weights to audit (ema, model_ema).")]
+AuditIncompleteOpt = Annotated[AuditIncomplete, typer.Option(
+    "--incomplete", help="An incomplete checkpoint (a shard missing, an index naming an absent "
+                         "file, a partial file) is: error (exit 2) or fail (exit 1).")]
+TimeoutOpt = Annotated[float, typer.Option(
+    "--timeout", min=1.0, help="Seconds all remote reads may take together (each read: at most "
+                               "30).")]
+AllowRedirectHostOpt = Annotated[bool, flag(
+    "--allow-redirect-host", help="Follow redirects to another host (the Hugging Face hub's "
+                                  "CDN).")]
 
 
 SettleOpt = Annotated[float, typer.Option(

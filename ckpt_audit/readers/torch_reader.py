@@ -53,6 +53,8 @@ def strip_prefixes(name: str, prefixes: tuple[str, ...] = STRIP_PREFIXES) -> str
     return name.replace("._orig_mod.", ".")
 
 
+
+
 def _has_weights(obj: Any, depth: int = 0) -> bool:
     """Whether nested dicts under ``obj`` hold a tensor with at least one dimension."""
     if isinstance(obj, TensorRef):
@@ -90,7 +92,7 @@ def find_state_dict(tree: Any, state_key: str | None = None,
                 raise FormatError(f"--state-key {state_key!r} is not in this checkpoint "
                                   f"(top-level keys: {keys or 'none'})", where)
             node = node[part]
-        found = flatten_state(node, skip=frozenset())
+        found = flatten_state(node, where or "checkpoint", skip=frozenset())
         if not any(len(r.shape) > 0 for r in found.values()):
             raise FormatError(f"--state-key {state_key!r} holds no weight tensors", where)
         return _canonical(found, where)
@@ -104,7 +106,7 @@ def find_state_dict(tree: Any, state_key: str | None = None,
         if inner is None:
             break
         node = inner
-    return _canonical(flatten_state(node, skip=SKIP_KEYS), where)
+    return _canonical(flatten_state(node, where or "checkpoint", skip=SKIP_KEYS), where)
 
 
 def plain_config(tree: Any) -> tuple[dict[str, Any], str | None]:

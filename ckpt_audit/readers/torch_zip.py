@@ -9,6 +9,7 @@ remote.
 from __future__ import annotations
 
 import io
+import math
 import struct
 import zipfile
 from collections.abc import Callable
@@ -136,13 +137,20 @@ def read_view(ref: TensorRef, storage_bytes: int, read: Callable[[int, int], byt
     item = ITEMSIZE.get(ref.dtype)
     if item is None:
         raise FormatError(f"unsupported tensor dtype {ref.dtype}", where)
-    numel = int(np.prod(ref.shape)) if ref.shape else 1
+    numel = math.prod(ref.shape)
+    if len(ref.stride) != len(ref.shape):
+        raise FormatError(f"tensor view with shape {ref.shape} and stride {ref.stride} "
+                          "(different lengths)", where)
+    if numel > storage_bytes // item:  # budget: a view costs at most its storage
+        raise FormatError(f"tensor view of {numel} elements is larger than its storage "
+                          f"record {ref.storage.key!r} ({storage_bytes // item} elements): "
+                          "refused before reading", where)
     if numel == 0:
         return np.zeros(ref.shape, dtype=np.float32)
     lo = ref.offset
     hi = ref.offset + sum((s - 1) * st for s, st in zip(ref.shape, ref.stride, strict=True))
     if min(ref.stride, default=0) < 0 or lo < 0 or (hi + 1) * item > storage_bytes:
-        raise FormatError(f"tensor view outside its storage {ref.storage.key!r}", where)
+        raise FormatError(f"tensor view outside its storage record {ref.storage.key!r}", where)
     raw = read(lo * item, (hi + 1 - lo) * item)
     span = decode(raw, ref.dtype, (hi + 1 - lo,), where)
     if len(ref.shape) <= 1 and (not ref.stride or ref.stride[0] == 1):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from ckpt_audit.errors import CkptAuditError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def refuse_inside(output: str, checkpoint: str) -> None:
@@ -38,5 +40,8 @@ def emit(text: str, output: str | None, checkpoints: list[str]) -> None:
 
 
 def console(width: int | None = None) -> Console:
-    """A stdout console; ``COLUMNS``/``--width`` pin the width."""
+    """A stdout console; ``COLUMNS``/``--width`` pin the width (rich is imported here, so a JSON
+    audit never loads it)."""
+    from rich.console import Console
+
     return Console(width=width, soft_wrap=False)

@@ -6,7 +6,7 @@ of :class:`~ckpt_audit.mtp.modules.MtpDepth`: ``enorm``, ``hnorm``, ``eh_proj``,
 read. The prefixes mirror :data:`ckpt_audit.core.layouts.MTP_LAYOUTS` (the audit's table); this
 module adds what running a depth needs: every part's name and the block's parameter names.
 
-Layouts (DOMAIN.md section 4):
+Layouts (docs/MTP.md, "What it loads"):
 
 - ``deepseek-hf``: ``model.layers.{N+k}.{enorm,hnorm,eh_proj,shared_head.norm}`` + a decoder
   block in the trunk's own names (DeepSeek-V3, GLM-4.5, and our Llama fixture).

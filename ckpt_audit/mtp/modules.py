@@ -1,6 +1,6 @@
 """The MTP depth module and a trunk wrapper that exposes h before the final norm.
 
-One MTP depth (DeepSeek-V3, DOMAIN.md section 4): for position i,
+One MTP depth (DeepSeek-V3; docs/MTP.md, "What it loads"): for position i,
 ``h'_i = eh_proj([enorm(Emb(t_{i+1})); hnorm(h_i)])`` (embedding first; MiMo puts the hidden state
 first), then one transformer block of the trunk's own class over the positions, then the depth's
 own final norm and the head shared with the trunk: a draft for ``t_{i+2}``. Depth k reads depth

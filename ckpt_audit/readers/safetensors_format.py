@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import struct
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers.dtypes import ITEMSIZE
+
+_OFFSETS, _END = itemgetter("data_offsets"), itemgetter(1)
 
 #: The Rust reader's cap on the header length; larger headers are refused, as there.
 MAX_HEADER = 100_000_000
@@ -133,7 +136,7 @@ def parse_header(raw: bytes, file_size: int, source: str) -> SafetensorsHeader:
     if isinstance(meta, dict):
         metadata = {str(k): str(v) for k, v in meta.items()}
     try:  # one cheap pass: the data section must hold every tensor (catches truncation)
-        end_max = max((e["data_offsets"][1] for e in obj.values()), default=0)
+        end_max = max(map(_END, map(_OFFSETS, obj.values())), default=0)
         ok = type(end_max) is int and end_max <= data_len
     except (TypeError, KeyError, IndexError, AttributeError):
         ok = False

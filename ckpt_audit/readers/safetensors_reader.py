@@ -167,6 +167,11 @@ class SafetensorsReader(CheckpointReader):
         for src in self._sources.values():
             src.close()
         self._sources.clear()
+        # drop the headers now (and the reader <-> infos cycle): ~10^5 small dicts for a large
+        # checkpoint, freed here by reference counting instead of by a later collector pass
+        self._headers.clear()
+        self._shard_of = {}
+        self._infos = None
 
 
 class _LazyInfos(Mapping[str, TensorInfo]):

@@ -13,16 +13,29 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ckpt_audit.errors import RemoteError
 from ckpt_audit.storage.base import ByteCounter, ByteSource, Location
-from ckpt_audit.storage.fsspec_backend import FsspecLocation, filesystem
-from ckpt_audit.storage.http import HttpLocation
-from ckpt_audit.storage.http_client import RemoteOptions
 from ckpt_audit.storage.local import LocalLocation, LocalSource
-from ckpt_audit.storage.ranged import SharedState, merge_ranges
+
+if TYPE_CHECKING:
+    from ckpt_audit.storage.http_client import RemoteOptions
+    from ckpt_audit.storage.ranged import merge_ranges
+
+#: Remote names, imported on first use: a local audit never loads the HTTP/fsspec machinery.
+_LAZY = {"RemoteOptions": "ckpt_audit.storage.http_client",
+         "merge_ranges": "ckpt_audit.storage.ranged"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 __all__ = [
     "ByteCounter", "ByteSource", "Location", "LocalLocation", "LocalSource", "RemoteOptions",
@@ -52,6 +65,11 @@ def remote_location(
     """A :class:`Location` for a URL. ``storage_options`` go to the fsspec backend (e.g.
     ``{"endpoint_url": ...}`` for an S3-compatible store); ``CKPT_AUDIT_STORAGE_OPTIONS`` (JSON)
     in the environment does the same from the command line."""
+    from ckpt_audit.storage.fsspec_backend import FsspecLocation, filesystem
+    from ckpt_audit.storage.http import HttpLocation
+    from ckpt_audit.storage.http_client import RemoteOptions
+    from ckpt_audit.storage.ranged import SharedState
+
     shared = SharedState(options or RemoteOptions())
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):

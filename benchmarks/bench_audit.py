@@ -22,7 +22,6 @@ import json
 import os
 import resource
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from floor_audit import read_all  # noqa: E402
 
 from ckpt_audit.core.audit import audit_checkpoint  # noqa: E402
 
@@ -87,19 +88,7 @@ def load_all(root: str) -> None:
 
 def bare_loop(root: str) -> None:
     """Parse each header and pread each gain: the floor any header+gain reader pays."""
-    with open(os.path.join(root, "model.safetensors.index.json")) as fh:
-        shards = sorted(set(json.load(fh)["weight_map"].values()))
-    for shard in shards:
-        fd = os.open(os.path.join(root, shard), os.O_RDONLY)
-        try:
-            (n,) = struct.unpack("<Q", os.pread(fd, 8, 0))
-            hdr = json.loads(os.pread(fd, n, 8))
-            for name, e in hdr.items():
-                if name.endswith("norm.weight"):
-                    b, end = e["data_offsets"]
-                    os.pread(fd, end - b, 8 + n + b)
-        finally:
-            os.close(fd)
+    read_all(root)
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

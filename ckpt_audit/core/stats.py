@@ -93,32 +93,48 @@ def _segment_sums(x: np.ndarray, sizes: np.ndarray, starts: np.ndarray) -> list[
     return out
 
 
+#: Elements per vectorised batch: big enough to amortise numpy's per-call cost, small enough
+#: for the batch's float64 temporaries to stay in cache (measured: 2-3x faster than one batch
+#: of a DeepSeek-V3's 10^6 gain channels, and than one gain at a time).
+BATCH = 65536
+
+
 def gain_stats_many(values: Mapping[str, np.ndarray], conventions: Mapping[str, Convention],
                     near_zero: float = 0.01) -> dict[str, GainStats]:
-    """:func:`gain_stats` of many gains in one numpy pass over all of them, with the very same
+    """:func:`gain_stats` of many gains, vectorised over batches of gains, with the very same
     figures (every sum exactly rounded, std by numpy's pairwise mean, the same extreme channels).
     Empty gains and gains with a non-finite channel go through :func:`gain_stats` itself."""
     out: dict[str, GainStats] = {}
-    names: list[str] = []
-    parts: list[np.ndarray] = []
+    batch: dict[str, np.ndarray] = {}
+    size = 0
     for name, v in values.items():
         g = effective_gain(v, conventions[name])
         if g.size == 0 or not np.isfinite(g).all():
             out[name] = gain_stats(v, conventions[name], near_zero)
-        else:
-            names.append(name)
-            parts.append(g)
-    if not names:
-        return out
-    sizes = np.array([p.size for p in parts])
+            continue
+        batch[name] = g
+        size += g.size
+        if size >= BATCH:
+            out.update(_batch_stats(batch, near_zero))
+            batch, size = {}, 0
+    if batch:
+        out.update(_batch_stats(batch, near_zero))
+    return {name: out[name] for name in values}
+
+
+def _batch_stats(gains: dict[str, np.ndarray], near_zero: float) -> dict[str, GainStats]:
+    """The statistics of finite, non-empty effective gains, in one numpy pass over the batch."""
+    names = list(gains)
+    sizes = np.array([g.size for g in gains.values()])
     stops = np.cumsum(sizes)
     starts = stops - sizes
-    g_all = np.concatenate(parts)
+    g_all = np.concatenate(list(gains.values()))
     sum_sq = _segment_sums(g_all * g_all, sizes, starts)
     means = (np.array(_segment_sums(g_all, sizes, starts)) / sizes).tolist()
     dev2 = (g_all - np.repeat(means, sizes)) ** 2
     neg_dev = -np.abs(g_all - 1.0)
     near = np.add.reduceat((np.abs(g_all) < near_zero).astype(np.int64), starts).tolist()
+    out: dict[str, GainStats] = {}
     for i, name in enumerate(names):
         a, b, n = int(starts[i]), int(stops[i]), int(sizes[i])
         g = g_all[a:b]
@@ -126,4 +142,4 @@ def gain_stats_many(values: Mapping[str, np.ndarray], conventions: Mapping[str, 
         std = math.sqrt(float(np.mean(dev2[a:b])))
         out[name] = GainStats(n, norm, norm / math.sqrt(n), float(g.min()), float(g.max()),
                               means[i], std, 0, float(near[i]) / n, _extreme(g, neg_dev[a:b]))
-    return {name: out[name] for name in values}
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import KeysView
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -57,6 +58,11 @@ class SafetensorsHeader:
     def names(self) -> list[str]:
         """Tensor names in header order."""
         return list(self._raw)
+
+    @property
+    def raw_names(self) -> KeysView[str]:
+        """Tensor names in header order, without a copy (a view of the parsed header)."""
+        return self._raw.keys()
 
     def __contains__(self, name: object) -> bool:
         return name in self._raw

@@ -104,7 +104,7 @@ class SafetensorsReader(CheckpointReader):
         if self._infos is None:
             where: dict[str, str] = {}
             for shard in self._files:
-                names = self._header(shard).names
+                names = self._header(shard).raw_names
                 before = len(where)
                 where.update(dict.fromkeys(names, shard))
                 if len(where) != before + len(names):

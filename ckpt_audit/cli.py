@@ -17,13 +17,15 @@ import sys
 import typer
 
 from ckpt_audit import __version__
+from ckpt_audit.commands._common import EXIT_CLOSED_PIPE
 from ckpt_audit.errors import CkptAuditError
 
 app = typer.Typer(
     name="ckpt-audit",
     help="Audit LLM training checkpoints: norm-gain health, MTP completeness, MTP acceptance.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
 
@@ -94,8 +96,37 @@ def error_line(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
+def usage_line(exc: BaseException) -> str:
+    """A command-line usage error (Typer's bundled click exception) as one line."""
+    fmt = getattr(exc, "format_message", None)
+    message = fmt() if callable(fmt) else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    where = getattr(ctx, "command_path", None) or "ckpt-audit"
+    return (f"{where}: error: {' '.join(str(message).split())} "
+            f"(see `{where} -h`)")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning input errors into one line and exit code 2."""
+    """Entry point: run the app, turning input errors into one line and exit code 2; a closed
+    stdout pipe ends quietly with :data:`EXIT_CLOSED_PIPE` (never 1, the findings code)."""
+    try:
+        try:
+            _main(argv)
+        except SystemExit:
+            if type(sys.stdout).__name__ == "PacifyFlushWrapper":  # click met EPIPE: exit(1)
+                raise BrokenPipeError from None
+            raise
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        try:  # nothing more can be written; keep the interpreter's final flush quiet too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        sys.exit(EXIT_CLOSED_PIPE)
+
+
+def _main(argv: list[str] | None) -> None:
     debug = os.environ.get("CKPT_AUDIT_DEBUG") == "1"
     register_commands(sys.argv[1:] if argv is None else argv)
     try:
@@ -105,14 +136,16 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("ckpt-audit: interrupted\n")
         sys.exit(130)
+    except BrokenPipeError:
+        raise
     except Exception as exc:
         expected = error_line(exc)
         if expected is not None and not debug:
             sys.stderr.write(expected[0] + "\n")
             sys.exit(expected[1])
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
-        if callable(show) and isinstance(code, int):  # a usage error: click's own message
-            show()
+        if callable(show) and isinstance(code, int):  # a usage error: click's message, one line
+            sys.stderr.write(usage_line(exc) + "\n")
             sys.exit(2)
         if debug:
             raise

@@ -1,10 +1,12 @@
-"""Helpers shared by command modules: writing output safely and picking a console."""
+"""Helpers shared by command modules: writing a document where it was asked, safely."""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from ckpt_audit.errors import CkptAuditError
 
@@ -25,11 +27,17 @@ def refuse_inside(output: str, checkpoint: str) -> None:
                              "where checkpoints live); choose another path", output)
 
 
-def emit(text: str, output: str | None, checkpoints: list[str]) -> None:
+def refuse_inside_any(output: str | None, folders: Sequence[str]) -> None:
+    """Never write a report or plot inside a run or checkpoint folder."""
+    if output:
+        for folder in folders:
+            refuse_inside(output, folder)
+
+
+def emit(text: str, output: str | None, checkpoints: Sequence[str] = ()) -> None:
     """Write ``text`` to ``output`` (checked) or stdout."""
     if output:
-        for ck in checkpoints:
-            refuse_inside(output, ck)
+        refuse_inside_any(output, checkpoints)
         try:
             with open(output, "w", encoding="utf-8") as fh:
                 fh.write(text)
@@ -39,9 +47,63 @@ def emit(text: str, output: str | None, checkpoints: list[str]) -> None:
         sys.stdout.write(text)
 
 
-def console(width: int | None = None) -> Console:
-    """A stdout console; ``COLUMNS``/``--width`` pin the width (rich is imported here, so a JSON
-    audit never loads it)."""
+#: Exit code when the reader of stdout went away (``| head``): 128 + SIGPIPE, like a shell tool.
+EXIT_CLOSED_PIPE = 141
+
+
+@cache
+def _console_class() -> type[Console]:
+    """Rich's console, quiet on a closed pipe; built on first use, so a JSON audit never imports
+    rich."""
     from rich.console import Console
 
-    return Console(width=width, soft_wrap=False)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            """The reader went away: stop quietly with :data:`EXIT_CLOSED_PIPE` (Rich's default
+            exit code 1 would read as "findings")."""
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            raise SystemExit(EXIT_CLOSED_PIPE)
+
+    return _Console
+
+
+def console(width: int | None = None, soft_wrap: bool = False) -> Console:
+    """A stdout console; ``COLUMNS``/``--width`` pin the width; a closed pipe ends quietly."""
+    return _console_class()(width=width, soft_wrap=soft_wrap)
+
+
+def say(line: str) -> None:
+    """One line for the person at the terminal (stderr: never mixed into a report on stdout)."""
+    sys.stderr.write(line + "\n")
+
+
+def verdict_line(doc: Any) -> str:
+    """``ckpt-audit: FAIL (2 findings: 1 fail, 1 warn)``: the document's verdict and why."""
+    from ckpt_audit.report import document_findings
+
+    counts: dict[str, int] = {}
+    for f in document_findings(doc):
+        if f.severity.value != "ok":
+            counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
+    detail = ", ".join(f"{counts[k]} {k}" for k in ("fail", "warn", "info") if k in counts)
+    n = sum(counts.values())
+    return (f"ckpt-audit: {doc.verdict.upper()} ({n} finding{'s' * (n != 1)}"
+            + (f": {detail})" if detail else ")"))
+
+
+def write_document(doc: Any, fmt: str, output: str | None, opts: Any,
+                   checkpoints: Sequence[str] = ()) -> None:
+    """Render ``doc`` in ``fmt`` to ``output`` or stdout (a table on a terminal in colour);
+    with ``output``, the verdict and where the report went are said on stderr."""
+    from ckpt_audit.report import draw, render
+
+    refuse_inside_any(output, checkpoints)
+    if fmt == "table" and output is None:
+        draw(doc, console(opts.width), opts)
+        return
+    emit(render(doc, fmt, opts), output)
+    if output:
+        say(f"{verdict_line(doc)}; {fmt} report written to {output}")

@@ -1,39 +1,16 @@
-"""Helpers shared by the run commands (trend, compare, diff, watch): options, gate, CI outputs."""
+"""Helpers shared by the run commands (trend, compare, diff, watch): baseline, gate, CI outputs."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ckpt_audit.commands._common import emit, refuse_inside
-from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.records import Convention, Severity
-from ckpt_audit.runs.audit import CheckpointResult
+from ckpt_audit.records import Finding, Severity
 
-INCOMPLETE_CHOICES = ("ignore", "warn", "fail")
-
-
-def parse_convention(value: str | None) -> Convention | None:
-    if value is None:
-        return None
-    try:
-        return Convention(value)
-    except ValueError:
-        raise CkptAuditError("--convention must be direct, offset or none") from None
-
-
-def check_choice(option: str, value: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise CkptAuditError(f"{option} must be one of {', '.join(choices)}, not {value!r}")
-    return value
-
-
-def audit_kwargs(policy: Any, format_hint: str | None, d_model: int | None,
-                 convention: str | None) -> dict[str, Any]:
-    return {"policy": policy, "format_hint": format_hint, "d_model": d_model,
-            "convention": parse_convention(convention)}
+if TYPE_CHECKING:
+    from ckpt_audit.runs.audit import CheckpointResult
 
 
 def apply_baseline(results: Sequence[CheckpointResult], baseline_path: str | None,
@@ -64,15 +41,24 @@ def result_gates(res: CheckpointResult, fail_on: Severity, incomplete: str) -> b
     return any(f.severity.rank >= fail_on.rank for f in res.findings)
 
 
-def exit_code(results: Sequence[CheckpointResult], fail_on: Severity, incomplete: str) -> int:
-    """1 when any checkpoint gates (see :func:`result_gates`), else 0."""
-    return 1 if any(result_gates(r, fail_on, incomplete) for r in results) else 0
+def exit_code(results: Sequence[CheckpointResult], fail_on: Severity, incomplete: str,
+              run_findings: Sequence[Finding] = ()) -> int:
+    """1 when any checkpoint gates (see :func:`result_gates`) or a finding of the run is at or
+    above ``fail_on``, else 0."""
+    return 1 if (any(result_gates(r, fail_on, incomplete) for r in results)
+                 or any(f.severity.rank >= fail_on.rank for f in run_findings)) else 0
 
 
 def ci_outputs(results: Sequence[CheckpointResult], markdown: str | None,
-               github: bool | None) -> None:
+               github: bool | None, run: str | None = None,
+               run_findings: Sequence[Finding] = ()) -> None:
     """Under GitHub Actions (or ``--github``): annotations on stdout, Markdown step summary."""
-    from ckpt_audit.runs.gate import annotations_for, append_step_summary, in_github_actions
+    from ckpt_audit.report.github import (
+        annotation,
+        annotations_for,
+        append_step_summary,
+        in_github_actions,
+    )
 
     if github is None:
         github = in_github_actions()
@@ -83,29 +69,12 @@ def ci_outputs(results: Sequence[CheckpointResult], markdown: str | None,
                                     res.checkpoint.problems):
             sys.stdout.write(line + "\n")
         if res.error:
-            sys.stdout.write(f"::error file={res.checkpoint.path}::{res.error}\n")
+            sys.stdout.write(annotation("error", res.error, file=res.checkpoint.path,
+                                        title="ckpt-audit error") + "\n")
+    for line in annotations_for(run or "", "", run_findings):
+        sys.stdout.write(line + "\n")
     if markdown:
         append_step_summary(markdown)
-
-
-def junit(suite: str, results: Sequence[CheckpointResult], fail_on: Severity) -> str:
-    from ckpt_audit.runs.gate import junit_runs
-
-    level = "warn" if fail_on.rank <= Severity.WARN.rank else "fail"
-    return junit_runs(suite, [(r.checkpoint.path, r.checkpoint.step, r.verdict, r.findings,
-                               r.checkpoint.problems, r.error) for r in results], level)
-
-
-def refuse_inside_any(output: str | None, folders: Sequence[str]) -> None:
-    """Never write a report or plot inside a run or checkpoint folder."""
-    if output:
-        for folder in folders:
-            refuse_inside(output, folder)
-
-
-def write(text: str, output: str | None) -> None:
-    """Write ``text`` to ``output`` (already checked by :func:`refuse_inside_any`) or stdout."""
-    emit(text, output, [])
 
 
 def band_list(policy: Any, role: str = "final") -> list[tuple[str, float | None, float | None]]:
@@ -114,3 +83,78 @@ def band_list(policy: Any, role: str = "final") -> list[tuple[str, float | None,
 
     ranges = policy.bands_for(Role(role)).ranges()
     return [(status.value, lo, hi) for status, (lo, hi) in ranges.items()]
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    """``--plot-size WIDTHxHEIGHT`` in pixels."""
+    from ckpt_audit.errors import CkptAuditError
+
+    try:
+        w, h = (int(x) for x in value.lower().split("x"))
+    except ValueError:
+        raise CkptAuditError(f"--plot-size must look like 1000x600, not {value!r}") from None
+    if not (50 <= w <= 10000 and 50 <= h <= 10000):
+        raise CkptAuditError("--plot-size: each side must be 50–10000 pixels")
+    return w, h
+
+
+def check_all(*checks: Callable[[], Any]) -> list[Any]:
+    """Run every input check and report all their errors together, in one line."""
+    from ckpt_audit.errors import CkptAuditError
+
+    values, errors = [], []
+    for check in checks:
+        try:
+            values.append(check())
+        except CkptAuditError as exc:
+            values.append(None)
+            errors.append(str(exc))
+    if errors:
+        raise CkptAuditError("; ".join(errors))
+    return values
+
+
+def parse_roles(roles: str) -> tuple[str, ...]:
+    """``--roles final,mtp``: role names (or ``all``), each checked."""
+    from ckpt_audit.errors import CkptAuditError
+    from ckpt_audit.records import Role
+
+    names = tuple(r.strip() for r in roles.split(",") if r.strip())
+    valid = [r.value for r in Role] + ["all"]
+    bad = [r for r in names if r not in valid]
+    if bad or not names:
+        raise CkptAuditError(f"--roles: unknown role {', '.join(map(repr, bad)) or '(none)'}; "
+                             f"choose from {', '.join(valid)}")
+    return names
+
+
+def parse_regex(option: str, pattern: str | None) -> str | None:
+    """A regular expression option, compiled once to report a bad one as an input error."""
+    import re
+
+    from ckpt_audit.errors import CkptAuditError
+
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise CkptAuditError(f"{option}: not a valid regular expression ({exc}): "
+                                 f"{pattern!r}") from None
+    return pattern
+
+
+def require_match(asked: str, matched: Sequence[str], results: Sequence[CheckpointResult],
+                  by_role: bool) -> None:
+    """A filter that matches no gain of any audited checkpoint is an input error naming what
+    exists (never an empty table or an empty plot)."""
+    from ckpt_audit.errors import CkptAuditError
+
+    present = {n: r.role.value for res in results for n, r in res.gains().items()}
+    if matched or not present:
+        return
+    if by_role:
+        have = sorted(set(present.values()))
+        raise CkptAuditError(f"{asked} matches no gain; the roles present are {', '.join(have)}")
+    names = sorted(present)
+    shown = ", ".join(names[:8]) + (f", … ({len(names)} gains)" if len(names) > 8 else "")
+    raise CkptAuditError(f"{asked} matches no gain; gains present: {shown}")

@@ -11,7 +11,7 @@ import json
 import typer
 
 from ckpt_audit.commands._common import console, emit
-from ckpt_audit.errors import CkptAuditError
+from ckpt_audit.commands.options import Device, OutputOpt, TableOrJson, flag
 
 
 def register(app: typer.Typer) -> None:
@@ -26,8 +26,9 @@ def register(app: typer.Typer) -> None:
                                                  help="Truncate each document to N tokens."),
         max_docs: int | None = typer.Option(None, "--max-docs", min=1,
                                                help="Use the first N documents."),
-        batch_size: int = typer.Option(8, "--batch-size", "-b", min=1),
-        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+        batch_size: int = typer.Option(8, "--batch-size", "-b", min=1,
+                                       help="Documents per forward pass."),
+        device: Device = typer.Option(Device.AUTO, "--device", help="Where the model runs."),
         dtype: str = typer.Option("auto", "--dtype",
                                   help="auto | float32 | bfloat16 | float16"),
         device_map: str | None = typer.Option(
@@ -38,29 +39,33 @@ def register(app: typer.Typer) -> None:
             None, "--concat-order", help="embedding-first | hidden-first (default per layout)."),
         max_depths: int | None = typer.Option(None, "--depths", min=1,
                                                  help="Score only the first N depths."),
-        speculate: bool = typer.Option(False, "--speculate",
-                                       help="Also run a real greedy draft-and-verify loop."),
-        spec_prompt: int = typer.Option(8, "--spec-prompt-tokens", min=1),
-        spec_new: int = typer.Option(32, "--spec-new-tokens", min=2),
-        what_if_renorm: bool = typer.Option(
-            False, "--what-if-renorm", help="Also score with the final gain rescaled to ratio 1."),
+        speculate: bool = flag("--speculate", plain=True,
+                               help="Also run a real greedy draft-and-verify loop."),
+        spec_prompt: int = typer.Option(8, "--spec-prompt-tokens", min=1,
+                                        help="--speculate: prompt tokens per document."),
+        spec_new: int = typer.Option(32, "--spec-new-tokens", min=2,
+                                     help="--speculate: tokens to generate per prompt."),
+        what_if_renorm: bool = flag(
+            "--what-if-renorm", plain=True,
+            help="Also score with the final gain rescaled to ratio 1."),
         final_scale: float | None = typer.Option(
             None, "--final-scale", help="Also score with the final gain multiplied by X."),
-        grad_balance: bool = typer.Option(
-            False, "--grad-balance", help="Gradient norms of main vs λ·MTP loss on the trunk."),
+        grad_balance: bool = flag(
+            "--grad-balance", plain=True,
+            help="Gradient norms of main vs λ·MTP loss on the trunk."),
         mtp_lambda: float | None = typer.Option(None, "--mtp-lambda",
                                                    help="λ for --grad-balance."),
-        fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
-        output: str | None = typer.Option(None, "--output", "-o", help="Write to FILE."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        fmt: TableOrJson = typer.Option(TableOrJson.TABLE, "--format", "-f",
+                                        help="Report format."),
+        output: OutputOpt = None,
+        quiet: bool = flag("--quiet", "-q", help="No progress bar.", plain=True),
     ) -> None:
         """Measure MTP draft acceptance on a probe set, teacher-forced, from a checkpoint."""
-        if fmt not in ("table", "json"):
-            raise CkptAuditError(f"--format must be table or json, not {fmt!r}")
         from ckpt_audit.mtp.engine import accept_run
 
         res = accept_run(ckpt, probe, temperatures=tuple(temperature), max_tokens=max_tokens,
-                         max_docs=max_docs, batch_size=batch_size, device=device, dtype=dtype,
+                         max_docs=max_docs, batch_size=batch_size, device=device.value,
+                         dtype=dtype,
                          device_map=device_map, layout=layout, concat_order=concat_order,
                          max_depths=max_depths, what_if_renorm=what_if_renorm,
                          final_scale=final_scale, speculate=speculate,
@@ -70,7 +75,7 @@ def register(app: typer.Typer) -> None:
 
         if int(os.environ.get("RANK", "0")) != 0:
             return
-        if fmt == "json":
+        if fmt is TableOrJson.JSON:
             emit(json.dumps(res, indent=2) + "\n", output, [ckpt])
         elif output:
             from io import StringIO

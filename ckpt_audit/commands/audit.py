@@ -2,120 +2,90 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from ckpt_audit.commands._common import console, emit
-from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.records import Convention
+from ckpt_audit.commands._common import write_document
+from ckpt_audit.commands.options import (
+    BaselineOpt,
+    ConfigOpt,
+    ConventionOpt,
+    Device,
+    DeviceOpt,
+    DModelOpt,
+    FailOn,
+    FailOnOpt,
+    FormatHintOpt,
+    OutputFormat,
+    OutputOpt,
+    ReadOptions,
+    WidthOpt,
+    flag,
+)
 
 
-def run_audit(
-    path: str,
-    fmt: str,
-    output: str | None,
-    config: str | None,
-    fail_on: str,
-    format_hint: str | None,
-    d_model: int | None,
-    convention: str | None,
-    expect_init: bool,
-    device: str,
-    show: int,
-    width: int | None,
-    baseline: str | None = None,
-    probe: str | None = None,
-) -> int:
-    """Audit, render, and return the exit code (0 pass, 1 findings at/above fail_on)."""
+def run_audit(path: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str | None = None,
+              config: str | None = None, fail_on: FailOn = FailOn.FAIL,
+              read: ReadOptions = ReadOptions(), expect_init: bool = False,
+              device: str = "auto", show: int = 20, width: int | None = None,
+              baseline: str | None = None, probe: str | None = None) -> int:
+    """Audit, render, and return the exit code (0 pass, 1 findings at/above ``fail_on``)."""
+    from ckpt_audit.commands._runs import band_list
     from ckpt_audit.core.audit import audit_checkpoint
     from ckpt_audit.core.policy import load_policy
-    from ckpt_audit.core.verdict import exit_code, parse_fail_on
-    from ckpt_audit.report import FORMATS, render
+    from ckpt_audit.core.verdict import exit_code
+    from ckpt_audit.report import AuditDocument, RenderOptions
 
-    if fmt not in FORMATS:
-        raise CkptAuditError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    threshold = parse_fail_on(fail_on)
-    conv = None
-    if convention is not None:
-        try:
-            conv = Convention(convention)
-        except ValueError:
-            raise CkptAuditError("--convention must be direct, offset or none") from None
     policy = load_policy(config)
-    report = audit_checkpoint(path, policy=policy, format_hint=format_hint, d_model=d_model,
-                              convention=conv, expect_init=expect_init, device=device)
+    report = audit_checkpoint(path, **read.audit_kwargs(policy), expect_init=expect_init,
+                              device=device)
     if baseline:
         from ckpt_audit.runs.gate import with_baseline
 
         report = with_baseline(report, baseline, policy)
-    summary = None
+    acceptance = None
     if probe:  # MTP acceptance figures (docs/MTP.md); runs the model, needs the mtp extra
         from ckpt_audit.mtp.engine import accept_summary
 
-        summary = accept_summary(path, probe, device=device)
-    if fmt == "table" and output is None:
-        from ckpt_audit.report.table import print_table
+        acceptance = accept_summary(path, probe, device=device)
+    doc = AuditDocument(report, acceptance)
+    if expect_init and not any(f.code == "init-mismatch" for f in report.findings):
+        from ckpt_audit.commands._common import say
 
-        print_table(report, console(width), show=show)
-        if summary is not None:
-            from ckpt_audit.report.accept import print_summary
-
-            print_summary(summary, console(width))
-    else:
-        text = render(report, fmt, width=width, fail_on=threshold, show=show)
-        if summary is not None and fmt == "json":
-            import json
-
-            obj = json.loads(text)
-            obj["acceptance"] = summary
-            text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-        elif summary is not None and fmt == "markdown":
-            from ckpt_audit.report.accept import summary_markdown
-
-            text += summary_markdown(summary)
-        elif summary is not None and fmt == "table":
-            from io import StringIO
-
-            from rich.console import Console
-
-            from ckpt_audit.report.accept import print_summary
-
-            buf = StringIO()
-            print_summary(summary, Console(file=buf, width=width or 120, soft_wrap=False))
-            text += buf.getvalue()
-        emit(text, output, [path])
-    return exit_code([report], threshold)
+        say(f"ckpt-audit: step-0 check passed: all {len(report.norms)} gains have ‖γ‖₂ within "
+            f"±{policy.init_tolerance} of √dim")
+    opts = RenderOptions(width, fail_on.severity, show, bands=tuple(band_list(policy)))
+    write_document(doc, fmt.value, output, opts, [path])
+    return exit_code([report], fail_on.severity)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("audit")
     def audit(
-        path: str = typer.Argument(..., help="Checkpoint file, folder or URL."),
-        fmt: str = typer.Option("table", "--format", "-f",
-                                help="table | json | markdown | junit"),
-        output: str | None = typer.Option(None, "--output", "-o",
-                                             help="Write the report to FILE."),
-        config: str | None = typer.Option(None, "--config", "-c",
-                                             help="Policy TOML (layered over the default)."),
-        fail_on: str = typer.Option("fail", "--fail-on",
-                                    help="Exit 1 on findings at or above: info | warn | fail."),
-        format_hint: str | None = typer.Option(None, "--format-hint",
-                                                  help="Force a checkpoint format."),
-        d_model: int | None = typer.Option(None, "--d-model", min=1,
-                                              help="Override d_model."),
-        convention: str | None = typer.Option(None, "--convention",
-                                                 help="Force direct | offset | none."),
-        expect_init: bool = typer.Option(False, "--expect-init",
-                                         help="Step-0 check: every gain must be all ones."),
-        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-        show: int = typer.Option(20, "--show", min=0, help="Offending gains to list."),
-        width: int | None = typer.Option(None, "--width", min=40,
-                                         help="Pin the table width."),
-        baseline: str | None = typer.Option(
-            None, "--baseline", help="Fail on drift from a known-good JSON report."),
-        probe: str | None = typer.Option(
-            None, "--probe", help="Also measure MTP draft acceptance on this probe file."),
+        path: Annotated[str, typer.Argument(help="Checkpoint file, folder or URL.")],
+        fmt: Annotated[OutputFormat, typer.Option("--format", "-f",
+                                                  help="Report format.")] = OutputFormat.TABLE,
+        output: OutputOpt = None,
+        config: ConfigOpt = None,
+        fail_on: FailOnOpt = FailOn.FAIL,
+        format_hint: FormatHintOpt = None,
+        d_model: DModelOpt = None,
+        convention: ConventionOpt = None,
+        expect_init: Annotated[bool, flag(
+            "--expect-init", help="Step-0 check: every gain must be all ones.")] = False,
+        device: DeviceOpt = Device.AUTO,
+        show: Annotated[int, typer.Option("--show", min=0,
+                                          help="Offending gains to list.")] = 20,
+        width: WidthOpt = None,
+        baseline: BaselineOpt = None,
+        probe: Annotated[str | None, typer.Option(
+            "--probe", help="Also measure MTP draft acceptance on this probe file "
+                            "(JSONL or text; needs the mtp extra).")] = None,
     ) -> None:
         """Audit every norm gain of a checkpoint against the policy's bands."""
-        code = run_audit(path, fmt, output, config, fail_on, format_hint, d_model, convention,
-                         expect_init, device, show, width, baseline, probe)
+        code = run_audit(path, fmt=fmt, output=output, config=config, fail_on=fail_on,
+                         read=ReadOptions.of(format_hint, d_model, convention),
+                         expect_init=expect_init, device=device.value,
+                         show=show, width=width, baseline=baseline, probe=probe)
         raise typer.Exit(code)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
+from ckpt_audit.commands.options import ConfigOpt, RoleOpt, TableOrJson
 from ckpt_audit.core.policy import Policy
-from ckpt_audit.errors import CkptAuditError
 from ckpt_audit.records import Role
 
 
@@ -45,35 +45,30 @@ def _rng(lo: float | None, hi: float | None, spec: str = ".1f") -> str:
 def register(app: typer.Typer) -> None:
     @app.command("bands")
     def bands(
-        d_model: int = typer.Option(..., "--d-model", min=1, help="Length of the gain."),
-        config: str | None = typer.Option(None, "--config", "-c", help="Policy TOML."),
-        role: str = typer.Option("final", "--role", help="Role whose bands to show."),
-        fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
+        d_model: Annotated[int, typer.Option("--d-model", min=1,
+                                             help="Length of the gain (hidden size).")],
+        config: ConfigOpt = None,
+        role: RoleOpt = Role.FINAL,
+        fmt: Annotated[TableOrJson, typer.Option("--format", "-f",
+                                                 help="Report format.")] = TableOrJson.TABLE,
     ) -> None:
         """Show √d and each status's band in absolute norm units."""
-        from rich.console import Console
         from rich.table import Table
 
+        from ckpt_audit.commands._common import console
         from ckpt_audit.core.policy import load_policy
 
-        try:
-            r = Role(role)
-        except ValueError:
-            raise CkptAuditError(
-                f"--role must be one of {', '.join(x.value for x in Role)}") from None
-        data = bands_table(load_policy(config), d_model, r)
-        if fmt == "json":
+        data = bands_table(load_policy(config), d_model, role)
+        if fmt is TableOrJson.JSON:
             typer.echo(json.dumps(data, indent=2))
             return
-        if fmt != "table":
-            raise CkptAuditError("--format must be table or json")
         t = Table(title=f"d_model {d_model}: init norm √d = {data['init_norm']:.1f}; healthy "
                         f"range {data['healthy'][0]:.1f} – {data['healthy'][1]:.1f} "
-                        f"(policy {data['policy']}, role {role})", title_justify="left")
+                        f"(policy {data['policy']}, role {role.value})", title_justify="left")
         for col in ("status", "‖γ‖₂ range", "ratio range", "severity"):
             t.add_column(col)
         for status, (lo, hi) in data["bands"].items():
             rlo, rhi = data["ratio_bands"][status]
             t.add_row(status, _rng(lo, hi), _rng(rlo, rhi, "g"),
                       data["severity"][status])
-        Console().print(t)
+        console().print(t)

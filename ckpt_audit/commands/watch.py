@@ -5,10 +5,25 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Annotated
 
 import typer
 
 from ckpt_audit.commands import _runs
+from ckpt_audit.commands._common import emit, refuse_inside_any, say
+from ckpt_audit.commands.options import (
+    BaselineOpt,
+    ConfigOpt,
+    ConventionOpt,
+    DModelOpt,
+    ExitOn,
+    FormatHintOpt,
+    GithubOpt,
+    ReadOptions,
+    SettleOpt,
+    TableOrJson,
+    flag,
+)
 from ckpt_audit.errors import CkptAuditError, DetectionError
 
 
@@ -19,25 +34,25 @@ def _line(res) -> str:  # type: ignore[no-untyped-def]
         head += f"  final {final.name} ratio {final.stats.ratio:.3f} {final.status.value}"
     if res.error:
         head += f"  error: {res.error}"
-    lines = [head]
-    for f in res.findings:
-        if f.severity.rank >= 2:
-            lines.append(f"    [{f.severity.value}] {f.code} {f.tensor or ''}: {f.message}")
-    return "\n".join(lines) + "\n"
+    from ckpt_audit.report.findings import finding_line, worth_showing
+
+    return "\n".join([head] + [f"    {finding_line(f)}" for f in worth_showing(res.findings)]
+                     ) + "\n"
 
 
 def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
-              exit_on: str = "never", state: str | None = None, config: str | None = None,
-              fmt: str = "table", baseline: str | None = None, settle: float = 2.0,
-              junit_path: str | None = None, github: bool | None = None,
-              format_hint: str | None = None, d_model: int | None = None,
-              convention: str | None = None) -> int:
+              exit_on: ExitOn = ExitOn.NEVER, state: str | None = None,
+              config: str | None = None, fmt: TableOrJson = TableOrJson.TABLE,
+              baseline: str | None = None, settle: float = 2.0, junit_path: str | None = None,
+              github: bool | None = None, read: ReadOptions = ReadOptions()) -> int:
     """Poll ``run``; return 1 as soon as a checkpoint reaches ``exit_on``, else 0 after
     ``max_polls`` polls (never, when ``max_polls`` is ``None``)."""
     import os
 
     from ckpt_audit.core.policy import load_policy
+    from ckpt_audit.report.findings import finding_to_dict
     from ckpt_audit.report.json_report import report_to_dict
+    from ckpt_audit.report.junit import render_suites, run_suites
     from ckpt_audit.runs.audit import audit_one
     from ckpt_audit.runs.discovery import Run, discover_run
     from ckpt_audit.runs.watch_state import (
@@ -48,21 +63,20 @@ def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
     )
     from ckpt_audit.runs.watch_state import save_state as save
 
-    _runs.check_choice("--exit-on", exit_on, ("never", "warn", "fail"))
-    _runs.check_choice("--format", fmt, ("table", "json"))
     if interval < 0:
         raise CkptAuditError("--interval must be >= 0")
     if not os.path.isdir(run):
         raise DetectionError("not a run folder (expected a folder of checkpoints)", run)
     state_path = state or default_state_path(run)
     check_state_path(state_path, run)
-    _runs.refuse_inside_any(junit_path, [run])
+    refuse_inside_any(junit_path, [run])
     policy = load_policy(config)
-    kwargs = _runs.audit_kwargs(policy, format_hint, d_model, convention)
+    kwargs = read.audit_kwargs(policy)
     st = load_state(state_path, run)
+    say(f"ckpt-audit watch: {run}; state file {state_path}")
     from ckpt_audit.records import Severity
 
-    threshold = {"warn": Severity.WARN, "fail": Severity.FAIL}.get(exit_on)
+    threshold = {"warn": Severity.WARN, "fail": Severity.FAIL}.get(exit_on.value)
     session: list = []
     told_incomplete: set[tuple[str, tuple[str, ...]]] = set()
     polls = 0
@@ -74,19 +88,20 @@ def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
             discovered = Run(run, ())  # no checkpoint yet: keep waiting
         for ck in discovered.incomplete:
             key = (ck.path, ck.problems)
-            if key not in told_incomplete and fmt == "table":
+            if key not in told_incomplete and fmt is TableOrJson.TABLE:
                 told_incomplete.add(key)
                 sys.stdout.write(f"waiting  {ck.name}: incomplete: {'; '.join(ck.problems)}\n")
-        for ck, fp in pending(discovered, st):
+        todo = pending(discovered, st)
+        if not todo:
+            say(f"ckpt-audit watch: nothing new in {run} (poll {polls})")
+        for ck, fp in todo:
             res = _runs.apply_baseline((audit_one(ck, **kwargs),), baseline, policy)[0]
             session.append(res)
-            if fmt == "json":
+            if fmt is TableOrJson.JSON:
                 doc = {"schema": "ckpt-audit.watch/1", "run": run, "path": ck.path,
                        "step": ck.step, "verdict": res.verdict, "error": res.error,
                        "report": report_to_dict(res.report) if res.report else None,
-                       "extra_findings": [{"severity": f.severity.value, "code": f.code,
-                                           "tensor": f.tensor, "message": f.message}
-                                          for f in res.extra]}
+                       "extra_findings": [finding_to_dict(f) for f in res.extra]}
                 sys.stdout.write(json.dumps(doc) + "\n")
             else:
                 sys.stdout.write(_line(res))
@@ -95,10 +110,9 @@ def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
             save(state_path, st)
             _runs.ci_outputs([res], None, github)
             if junit_path:
-                _runs.write(_runs.junit(f"watch {run}", session, threshold or Severity.FAIL),
-                            junit_path)
+                emit(render_suites(run_suites(session), threshold or Severity.FAIL), junit_path)
             if threshold is not None and _runs.result_gates(res, threshold, "ignore"):
-                sys.stdout.write(f"stopping: {ck.name} reached --exit-on {exit_on}\n")
+                sys.stdout.write(f"stopping: {ck.name} reached --exit-on {exit_on.value}\n")
                 return 1
         if max_polls is not None and polls >= max_polls:
             return 0
@@ -108,31 +122,32 @@ def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
 def register(app: typer.Typer) -> None:
     @app.command("watch")
     def watch(
-        run: str = typer.Argument(..., help="Run folder to watch."),
-        interval: float = typer.Option(60.0, "--interval", min=0.0, help="Seconds between polls."),
-        max_polls: int | None = typer.Option(None, "--max-polls", min=1,
-                                                help="Stop after N polls (default: forever)."),
-        once: bool = typer.Option(False, "--once", help="Poll once (= --max-polls 1)."),
-        exit_on: str = typer.Option("never", "--exit-on",
-                                    help="Exit 1 when a checkpoint reaches: warn | fail | never."),
-        state: str | None = typer.Option(None, "--state",
-                                            help="State file (default: under the user cache "
-                                                 "folder; never inside the run)."),
-        config: str | None = typer.Option(None, "--config", "-c", help="Policy TOML."),
-        fmt: str = typer.Option("table", "--format", "-f", help="table | json (JSON lines)"),
-        baseline: str | None = typer.Option(None, "--baseline",
-                                               help="Known-good audit JSON: fail on drift."),
-        settle: float = typer.Option(2.0, "--settle", min=0.0,
-                                     help="Stat twice SECONDS apart before auditing."),
-        junit_path: str | None = typer.Option(None, "--junit", help="Keep a JUnit XML here."),
-        github: bool | None = typer.Option(None, "--github/--no-github"),
-        format_hint: str | None = typer.Option(None, "--format-hint"),
-        d_model: int | None = typer.Option(None, "--d-model", min=1),
-        convention: str | None = typer.Option(None, "--convention"),
+        run: Annotated[str, typer.Argument(help="Run folder to watch.")],
+        interval: Annotated[float, typer.Option("--interval", min=0.0,
+                                                help="Seconds between polls.")] = 60.0,
+        max_polls: Annotated[int | None, typer.Option(
+            "--max-polls", min=1, help="Stop after N polls (default: forever).")] = None,
+        once: Annotated[bool, flag("--once", help="Poll once (= --max-polls 1).")] = False,
+        exit_on: Annotated[ExitOn, typer.Option(
+            "--exit-on", help="Exit 1 when a checkpoint reaches this verdict.")] = ExitOn.NEVER,
+        state: Annotated[str | None, typer.Option(
+            "--state", help="State file (default: under the user cache folder; never inside "
+                            "the run).")] = None,
+        config: ConfigOpt = None,
+        fmt: Annotated[TableOrJson, typer.Option(
+            "--format", "-f", help="One line per checkpoint, or JSON lines.")] = TableOrJson.TABLE,
+        baseline: BaselineOpt = None,
+        settle: SettleOpt = 2.0,
+        junit_path: Annotated[str | None, typer.Option(
+            "--junit", help="Keep a JUnit XML of this session's checkpoints in FILE.")] = None,
+        github: GithubOpt = None,
+        format_hint: FormatHintOpt = None,
+        d_model: DModelOpt = None,
+        convention: ConventionOpt = None,
     ) -> None:
         """Poll a run for new complete checkpoints and audit each exactly once."""
         raise typer.Exit(run_watch(run, interval=interval, max_polls=1 if once else max_polls,
                                    exit_on=exit_on, state=state, config=config, fmt=fmt,
                                    baseline=baseline, settle=settle, junit_path=junit_path,
-                                   github=github, format_hint=format_hint, d_model=d_model,
-                                   convention=convention))
+                                   github=github,
+                                   read=ReadOptions.of(format_hint, d_model, convention)))

@@ -36,6 +36,16 @@ from ckpt_audit.storage import Location
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def init_message(st: GainStats, policy: Policy) -> str:
+    """The step-0 check's failure, with enough digits to see the tolerance being exceeded."""
+    tol = policy.init_tolerance
+    digits = max(4, 2 - math.floor(math.log10(tol))) if tol > 0 else 6
+    root = math.sqrt(st.dim)
+    return (f"step-0 check: ‖γ‖₂ = {st.norm:.{digits}f} but an all-ones gain has "
+            f"√{st.dim} = {root:.{digits}f}: |Δ| = {abs(st.norm - root):.{digits}f} ≥ "
+            f"tolerance {tol}; the initialization is wrong")
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}" if math.isfinite(x) else str(x)
 
@@ -121,11 +131,7 @@ def audit_reader(
                 findings.append(Finding(severity, status.value, c.name, band_message(rec, policy)))
             if expect_init and not (abs(st.norm - math.sqrt(st.dim)) < policy.init_tolerance):
                 findings.append(Finding(
-                    Severity.FAIL, "init-mismatch", c.name,
-                    f"step-0 check: ‖γ‖₂ = {_fmt(st.norm)} but an all-ones gain has "
-                    f"√{st.dim} = {math.sqrt(st.dim):.6g} (|Δ| ≥ {policy.init_tolerance}): "
-                    "the initialization is wrong",
-                ))
+                    Severity.FAIL, "init-mismatch", c.name, init_message(st, policy)))
     # reader findings last: some (tensor-parallel replica checks) are made while reading
     findings = list(reader.findings) + findings
     final = next((r for r in records if r.role is Role.FINAL), None)

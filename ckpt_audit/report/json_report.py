@@ -1,24 +1,40 @@
-"""The JSON report (schema ``ckpt-audit.audit/1``): the contract CI consumers depend on.
+"""Every JSON document ckpt-audit writes, built from typed results (schemas: ckpt_audit/schemas/,
+documented in docs/SCHEMAS.md).
 
-Non-finite floats become ``null`` (JSON has no NaN). Fields may be added; these never change:
-checkpoint, format, d_model, verdict, norms[name, role, layer, dim, dtype, convention, norm,
-ratio, min, max, mean, std, nonfinite, status, severity], findings[severity, code, tensor,
-message].
+Non-finite floats become ``null`` (JSON has no NaN). Fields may be added; these never change in
+``ckpt-audit.audit/1``: checkpoint, format, d_model, verdict, norms[name, role, layer, dim, dtype,
+convention, norm, ratio, min, max, mean, std, nonfinite, status, severity], findings[severity,
+code, tensor, message].
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ckpt_audit.records import AuditReport, NormRecord
+from ckpt_audit.report.findings import finding_to_dict
+
+if TYPE_CHECKING:  # the run modules load only for run documents: an audit's JSON never needs them
+    from ckpt_audit.runs.audit import CheckpointResult
+    from ckpt_audit.runs.compare import Comparison, Diff
+    from ckpt_audit.runs.trend import Trend
 
 SCHEMA = "ckpt-audit.audit/1"
+TREND_SCHEMA = "ckpt-audit.trend/1"
+COMPARE_SCHEMA = "ckpt-audit.compare/1"
+DIFF_SCHEMA = "ckpt-audit.diff/1"
 
 
-def _num(x: float) -> float | None:
-    return x if math.isfinite(x) else None
+def _num(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def dumps(doc: Mapping[str, Any]) -> str:
+    """The document as indented JSON text (NaN never written)."""
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
 
 def norm_to_dict(rec: NormRecord) -> dict[str, Any]:
@@ -33,10 +49,11 @@ def norm_to_dict(rec: NormRecord) -> dict[str, Any]:
     }
 
 
-def report_to_dict(report: AuditReport) -> dict[str, Any]:
-    """The report as plain JSON-ready data."""
+def report_to_dict(report: AuditReport,
+                   acceptance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``ckpt-audit.audit/1`` document (with ``acceptance`` when a probe was run)."""
     final = report.final
-    return {
+    doc = {
         "schema": SCHEMA,
         "checkpoint": report.checkpoint,
         "format": report.format,
@@ -51,14 +68,112 @@ def report_to_dict(report: AuditReport) -> dict[str, Any]:
         "tensors": report.tensors_total,
         "bytes_read": report.bytes_read,
         "norms": [norm_to_dict(r) for r in report.norms],
-        "findings": [
-            {"severity": f.severity.value, "code": f.code, "tensor": f.tensor,
-             "message": f.message}
-            for f in report.findings
-        ],
+        "findings": [finding_to_dict(f) for f in report.findings],
         **{k: v for k, v in report.extra.items() if k not in {"device"}},
     }
+    if acceptance is not None:
+        doc["acceptance"] = dict(acceptance)
+    return doc
 
 
 def render_json(report: AuditReport) -> str:
-    return json.dumps(report_to_dict(report), indent=2, allow_nan=False) + "\n"
+    return dumps(report_to_dict(report))
+
+
+def checkpoint_to_dict(res: CheckpointResult, tracked: tuple[str, ...],
+                       prev: dict[str, float]) -> dict[str, Any]:
+    """One checkpoint of a trend; ``prev`` (updated) holds each gain's last finite ratio."""
+    gains: dict[str, Any] = {}
+    for name in tracked:
+        rec = res.gains().get(name)
+        if rec is None:
+            continue
+        ratio = rec.stats.ratio
+        change = (ratio / prev[name] - 1.0) if name in prev and prev[name] else None
+        gains[name] = {"role": rec.role.value, "layer": rec.layer, "ratio": _num(ratio),
+                       "norm": _num(rec.stats.norm), "status": rec.status.value,
+                       "severity": rec.severity.value, "change": _num(change)}
+        if math.isfinite(ratio):
+            prev[name] = ratio
+    return {
+        "path": res.checkpoint.path, "name": res.checkpoint.name, "step": res.checkpoint.step,
+        "layout": res.checkpoint.layout, "verdict": res.verdict,
+        "final_ratio": _num(res.final_ratio), "complete": res.checkpoint.complete,
+        "problems": list(res.checkpoint.problems), "error": res.error, "gains": gains,
+        "findings": [finding_to_dict(f) for f in res.findings],
+    }
+
+
+def trend_to_dict(trend: Trend) -> dict[str, Any]:
+    """The ``ckpt-audit.trend/1`` document."""
+    prev: dict[str, float] = {}
+    return {
+        "schema": TREND_SCHEMA, "run": trend.run, "verdict": trend.verdict,
+        "tracked": list(trend.tracked),
+        "checkpoints": [checkpoint_to_dict(r, trend.tracked, prev) for r in trend.results],
+        "first_out_of_band": dict(trend.first_out_of_band),
+        "jump_threshold": trend.jump_threshold,
+        "jumps": [{"name": j.name, "step_from": j.step_from, "step_to": j.step_to,
+                   "ratio_from": j.ratio_from, "ratio_to": j.ratio_to, "change": _num(j.change)}
+                  for j in trend.jumps],
+        "findings": [finding_to_dict(f) for f in trend.findings],
+    }
+
+
+def compare_to_dict(cmp: Comparison) -> dict[str, Any]:
+    """The ``ckpt-audit.compare/1`` document (the first run is the reference)."""
+    from ckpt_audit.runs.compare import audited_by_step, matching_steps
+
+    steps = matching_steps([r for _, r in cmp.runs])
+    by = [audited_by_step(r) for _, r in cmp.runs]
+    return {
+        "schema": COMPARE_SCHEMA, "runs": [name for name, _ in cmp.runs],
+        "reference": cmp.runs[0][0] if cmp.runs else None, "tolerance": cmp.tolerance,
+        "verdict": cmp.verdict, "matching_steps": steps,
+        "rows": [{"step": s, "final_ratio": [_num(b[s].final_ratio) for b in by],
+                  "verdict": [b[s].verdict for b in by]} for s in steps],
+        "first_divergence": [None if d is None else {
+            "run": d.other, "step": d.step, "name": d.name, "role": d.role, "layer": d.layer,
+            "ratio_reference": _num(d.ratio_reference), "ratio_other": _num(d.ratio_other),
+            "difference": _num(d.difference)} for d in cmp.divergences],
+        "findings": [finding_to_dict(f) for f in cmp.findings],
+        "checkpoints": [[{"step": r.checkpoint.step, "name": r.checkpoint.name,
+                          "path": r.checkpoint.path, "verdict": r.verdict, "error": r.error,
+                          "findings": [finding_to_dict(f) for f in r.findings]}
+                         for r in results] for _, results in cmp.runs],
+    }
+
+
+def diff_to_dict(diff: Diff) -> dict[str, Any]:
+    """The ``ckpt-audit.diff/1`` document."""
+    a, b = diff.a, diff.b
+    return {
+        "schema": DIFF_SCHEMA, "a": a.checkpoint, "b": b.checkpoint,
+        "verdict_a": a.verdict, "verdict_b": b.verdict, "verdict": diff.verdict,
+        "max_change": diff.max_change,
+        "gains": [{"name": d.name, "role": d.role, "layer": d.layer, "ratio_a": _num(d.ratio_a),
+                   "ratio_b": _num(d.ratio_b), "change": _num(d.change),
+                   "relative": _num(d.relative), "status_a": d.status_a, "status_b": d.status_b}
+                  for d in diff.rows],
+        "findings": [finding_to_dict(f) for f in diff.findings],
+        "findings_a": [finding_to_dict(f) for f in a.findings],
+        "findings_b": [finding_to_dict(f) for f in b.findings],
+    }
+
+
+# Entry points of the dispatch (ckpt_audit.report.RENDERERS): (document, options) -> text.
+
+def audit_json(doc: Any, opts: Any) -> str:
+    return dumps(report_to_dict(doc.report, doc.acceptance))
+
+
+def trend_json(doc: Trend, opts: Any) -> str:
+    return dumps(trend_to_dict(doc))
+
+
+def compare_json(doc: Comparison, opts: Any) -> str:
+    return dumps(compare_to_dict(doc))
+
+
+def diff_json(doc: Diff, opts: Any) -> str:
+    return dumps(diff_to_dict(doc))

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ckpt_audit.records import AuditReport
-from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending
+from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending, other_findings
 
 
-def _cell(s: str) -> str:
+def md_cell(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
 
 
 def render_markdown(report: AuditReport, *, show: int = 20) -> str:
-    lines = [f"## ckpt-audit: `{_cell(report.checkpoint)}` — **{report.verdict.upper()}**", ""]
+    lines = [f"## ckpt-audit: `{md_cell(report.checkpoint)}` — **{report.verdict.upper()}**", ""]
     dm = f"{report.d_model} ({report.d_model_source})" if report.d_model else "unknown"
     lines.append(f"format `{report.format}` · d_model {dm} · convention "
                  f"`{report.convention.value}` · policy `{report.policy_name}` · "
@@ -33,16 +35,26 @@ def render_markdown(report: AuditReport, *, show: int = 20) -> str:
         lines += ["", "| tensor | role | layer | dim | ‖γ‖₂ | ratio | status | severity |",
                   "|---|---|---:|---:|---:|---:|---|---|"]
         for b in bad[:show]:
-            lines.append(f"| `{_cell(b.name)}` | {b.role.value} | "
+            lines.append(f"| `{md_cell(b.name)}` | {b.role.value} | "
                          f"{'' if b.layer is None else b.layer} | {b.stats.dim} | "
                          f"{fmt_norm(b.stats.norm)} | {fmt_ratio(b.stats.ratio)} | "
                          f"{b.status.value} | {b.severity.value} |")
         if len(bad) > show:
             lines.append(f"\n… and {len(bad) - show} more.")
-    others = [f for f in report.findings if f.code not in {b.status.value for b in bad}]
+    others = other_findings(report, bad)
     if others:
         lines += ["", "Findings:"]
         for f in others:
-            where = f" `{_cell(f.tensor)}`" if f.tensor else ""
-            lines.append(f"- **{f.severity.value}** {f.code}{where}: {_cell(f.message)}")
+            where = f" `{md_cell(f.tensor)}`" if f.tensor else ""
+            lines.append(f"- **{f.severity.value}** {f.code}{where}: {md_cell(f.message)}")
     return "\n".join(lines) + "\n"
+
+
+def audit_markdown(doc: Any, opts: Any) -> str:
+    """Entry point of the dispatch: the report, then the acceptance figures when measured."""
+    text = render_markdown(doc.report, show=opts.show)
+    if doc.acceptance is not None:
+        from ckpt_audit.report.accept import summary_markdown
+
+        text += summary_markdown(dict(doc.acceptance))
+    return text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ckpt_audit.records import AuditReport, NormRecord, Role, Severity, Status
+from ckpt_audit.records import AuditReport, Finding, NormRecord, Role, Severity, Status
 
 STATUS_ORDER = {s: i for i, s in enumerate(Status)}
 
@@ -45,6 +45,13 @@ def offending(report: AuditReport) -> list[NormRecord]:
         return (-r.severity.rank, -dist)
 
     return sorted((r for r in report.norms if r.severity is not Severity.OK), key=key)
+
+
+def other_findings(report: AuditReport, listed: list[NormRecord]) -> list[Finding]:
+    """Findings not already shown as a row of the offending-gains table (every one of them must
+    reach the reader: baseline drift, MTP incompleteness, init mismatch, ...)."""
+    shown = {(r.name, r.status.value) for r in listed}
+    return [f for f in report.findings if (f.tensor, f.code) not in shown]
 
 
 def fmt_ratio(x: float) -> str:

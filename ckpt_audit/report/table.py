@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from ckpt_audit.records import AuditReport, Severity, Verdict
-from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending
+from ckpt_audit.report.fit import Column, add_row, fit_table
+from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending, other_findings
 
 STYLE = {Severity.OK: "green", Severity.INFO: "cyan", Severity.WARN: "yellow",
          Severity.FAIL: "bold red"}
@@ -46,33 +47,42 @@ def _print(console: Console, report: AuditReport, show: int) -> None:
         console.print(Text.assemble(
             "final norm ", (final.name, "bold"), f": ‖γ‖₂ = {fmt_norm(s.norm)}, ratio ",
             (fmt_ratio(s.ratio), "bold"), " → ", (final.status.value, STYLE[final.severity])))
-    roles = Table(title="Gains by role", title_justify="left", expand=False)
-    for col in ("role", "gains", "min ratio", "max ratio", "statuses", "worst"):
-        roles.add_column(col, justify="right" if "ratio" in col or col == "gains" else "left")
-    for row in by_role(report):
-        roles.add_row(row.role.value, str(row.count), fmt_ratio(row.min_ratio),
-                      fmt_ratio(row.max_ratio),
-                      ", ".join(f"{k} {v}" for k, v in row.statuses.items()),
-                      Text(row.worst.value, style=STYLE[row.worst]))
+    rows = by_role(report)
+    cols = [Column("role"), Column("gains", "number", "right", 2),
+            Column("min ratio", "number", "right"), Column("max ratio", "number", "right"),
+            Column("statuses"), Column("worst", drop=1)]
+    for row in rows:
+        add_row(cols, row.role.value, str(row.count), fmt_ratio(row.min_ratio),
+                fmt_ratio(row.max_ratio), ", ".join(f"{k} {v}" for k, v in row.statuses.items()),
+                Text(row.worst.value, style=STYLE[row.worst]))
     if report.norms:
-        console.print(roles)
+        console.print(fit_table(cols, console.width, title="Gains by role",
+                                title_justify="left"))
     bad = offending(report)
     if bad:
-        t = Table(title="Gains outside the ok bands", title_justify="left")
-        for col in ("tensor", "role", "layer", "dim", "‖γ‖₂", "ratio", "status", "severity"):
-            t.add_column(col, justify="right" if col in ("layer", "dim", "‖γ‖₂", "ratio")
-                         else "left", overflow="fold")
+        cols = [Column("tensor", "name"), Column("role", drop=3),
+                Column("layer", "number", "right", 1), Column("dim", "number", "right", 5),
+                Column("‖γ‖₂", "number", "right", 2), Column("ratio", "number", "right"),
+                Column("status"), Column("severity", drop=4)]
         for r in bad[:show]:
-            t.add_row(r.name, r.role.value, "" if r.layer is None else str(r.layer),
-                      str(r.stats.dim), fmt_norm(r.stats.norm), fmt_ratio(r.stats.ratio),
-                      r.status.value, Text(r.severity.value, style=STYLE[r.severity]))
-        console.print(t)
+            add_row(cols, r.name, r.role.value, "" if r.layer is None else str(r.layer),
+                    str(r.stats.dim), fmt_norm(r.stats.norm), fmt_ratio(r.stats.ratio),
+                    r.status.value, Text(r.severity.value, style=STYLE[r.severity]))
+        console.print(fit_table(cols, console.width, title="Gains outside the ok bands",
+                                title_justify="left"))
         if len(bad) > show:
             console.print(f"… and {len(bad) - show} more (use --show or --format json)")
-    other = [f for f in report.findings if f.tensor is None or f.code in {
-        "not-a-gain", "mtp-incomplete", "init-mismatch", "d-model-mismatch", "tp-mismatch"}]
-    for f in other:
+    for f in other_findings(report, bad):
         where = f"{f.tensor}: " if f.tensor else ""
         console.print(Text.assemble((f"[{f.severity.value}] ", STYLE[f.severity]),
                                     f"{f.code}: {where}{f.message}"))
 
+
+
+def draw_audit(doc: Any, console: Console, opts: Any) -> None:
+    """Entry point of the dispatch: the report, then the acceptance figures when measured."""
+    _print(console, doc.report, opts.show)
+    if doc.acceptance is not None:
+        from ckpt_audit.report.accept import print_summary
+
+        print_summary(dict(doc.acceptance), console)

@@ -17,12 +17,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from ckpt_audit.records import AuditReport, NormRecord, Role
+from ckpt_audit.records import AuditReport, Finding, NormRecord, Role, Severity, verdict_of
 from ckpt_audit.runs.audit import CheckpointResult
 
 DEFAULT_TOLERANCE = 0.05
+
+#: Relative precision (machine epsilon) of a stored float dtype, safetensors spelling.
+STORED_EPSILON = {"F64": 2.0 ** -52, "F32": 2.0 ** -23, "F16": 2.0 ** -10, "BF16": 2.0 ** -7,
+                  "F8_E4M3": 2.0 ** -3, "F8_E5M2": 2.0 ** -2}
+
+
+def exceeds(difference: float, tolerance: float, scale: float, *dtypes: str) -> bool:
+    """``difference > tolerance`` on the stored values' own precision: a difference within one
+    epsilon of the coarser stored dtype (relative to ``scale``) of the tolerance is not over it,
+    so a gain written exactly ``tolerance`` away never counts as beyond it."""
+    if not math.isfinite(difference):
+        return True
+    eps = max((STORED_EPSILON.get(d.upper(), 2.0 ** -23) for d in dtypes), default=2.0 ** -23)
+    return difference - tolerance > 4 * eps * max(abs(scale), 1e-30)
 
 
 def forward_key(rec: NormRecord) -> tuple[int, int, str]:
@@ -83,7 +96,8 @@ def first_divergence(reference: tuple[str, Sequence[CheckpointResult]],
         for name in sorted(set(a) & set(b), key=lambda n: forward_key(a[n])):
             ra, rb = a[name].stats.ratio, b[name].stats.ratio
             diverged = (math.isfinite(ra) != math.isfinite(rb)) or (
-                math.isfinite(ra) and abs(rb - ra) > tolerance)
+                math.isfinite(ra) and exceeds(abs(rb - ra), tolerance, max(abs(ra), abs(rb)),
+                                              a[name].dtype, b[name].dtype))
             if diverged:
                 return Divergence(ref_name, oth_name, step, name, a[name].role.value,
                                   a[name].layer, ra, rb)
@@ -101,6 +115,7 @@ class GainDiff:
     ratio_b: float | None
     status_a: str | None
     status_b: str | None
+    dtype: str = "F32"
 
     @property
     def change(self) -> float | None:
@@ -126,7 +141,9 @@ def diff_reports(a: AuditReport, b: AuditReport) -> list[GainDiff]:
         assert rec is not None
         rows.append(GainDiff(name, rec.role.value, rec.layer,
                              ra.stats.ratio if ra else None, rb.stats.ratio if rb else None,
-                             ra.status.value if ra else None, rb.status.value if rb else None))
+                             ra.status.value if ra else None, rb.status.value if rb else None,
+                             max((r.dtype for r in (ra, rb) if r),
+                                 key=lambda d: STORED_EPSILON.get(d.upper(), 0.0))))
 
     def key(d: GainDiff) -> tuple[int, float, str]:
         c = d.change
@@ -139,35 +156,57 @@ def diff_reports(a: AuditReport, b: AuditReport) -> list[GainDiff]:
     return sorted(rows, key=key)
 
 
-def _num(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
+@dataclass(frozen=True)
+class Comparison:
+    """Runs side by side: each run's audited checkpoints, and each later run's first divergence
+    from the first (the reference). A divergence is a ``run-diverged`` finding (fail)."""
+
+    runs: tuple[tuple[str, tuple[CheckpointResult, ...]], ...]
+    divergences: tuple[Divergence | None, ...]
+    tolerance: float
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(Finding(Severity.FAIL, "run-diverged", d.name,
+                             f"{d.other} first diverges from {d.reference} at step {d.step}: "
+                             f"ratio {d.ratio_other:.4f} vs {d.ratio_reference:.4f} "
+                             f"(|Δ| {abs(d.difference):.4f} > tolerance {self.tolerance})")
+                     for d in self.divergences if d is not None)
+
+    @property
+    def verdict(self) -> str:
+        """``fail`` when a run diverges, else ``pass`` (each checkpoint keeps its own verdict)."""
+        return verdict_of(self.findings)
 
 
-def diff_to_dict(a: AuditReport, b: AuditReport, rows: Sequence[GainDiff]) -> dict[str, Any]:
-    """The ``ckpt-audit.diff/1`` JSON document."""
-    return {
-        "schema": "ckpt-audit.diff/1", "a": a.checkpoint, "b": b.checkpoint,
-        "verdict_a": a.verdict, "verdict_b": b.verdict,
-        "gains": [{"name": d.name, "role": d.role, "layer": d.layer, "ratio_a": _num(d.ratio_a),
-                   "ratio_b": _num(d.ratio_b), "change": _num(d.change),
-                   "relative": _num(d.relative), "status_a": d.status_a, "status_b": d.status_b}
-                  for d in rows],
-    }
+@dataclass(frozen=True)
+class Diff:
+    """Two checkpoints gain by gain; with ``max_change``, a gain that moved more (or is in one
+    checkpoint only) is a ``gain-changed``/``gain-only-in-one`` finding (fail)."""
 
+    a: AuditReport
+    b: AuditReport
+    rows: tuple[GainDiff, ...]
+    max_change: float | None = None
 
-def compare_to_dict(runs: Sequence[tuple[str, Sequence[CheckpointResult]]],
-                    divergences: Sequence[Divergence | None], tolerance: float) -> dict[str, Any]:
-    """The ``ckpt-audit.compare/1`` JSON document (the first run is the reference)."""
-    steps = matching_steps([r for _, r in runs])
-    by = [audited_by_step(r) for _, r in runs]
-    return {
-        "schema": "ckpt-audit.compare/1", "runs": [name for name, _ in runs],
-        "reference": runs[0][0] if runs else None, "tolerance": tolerance,
-        "matching_steps": steps,
-        "rows": [{"step": s, "final_ratio": [_num(b[s].final_ratio) for b in by],
-                  "verdict": [b[s].verdict for b in by]} for s in steps],
-        "first_divergence": [None if d is None else {
-            "run": d.other, "step": d.step, "name": d.name, "role": d.role, "layer": d.layer,
-            "ratio_reference": _num(d.ratio_reference), "ratio_other": _num(d.ratio_other),
-            "difference": _num(d.difference)} for d in divergences],
-    }
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        if self.max_change is None:
+            return ()
+        out = []
+        for d in self.rows:
+            c = d.change
+            if c is None:
+                side = "A" if d.ratio_b is None else "B"
+                out.append(Finding(Severity.FAIL, "gain-only-in-one", d.name,
+                                   f"present in checkpoint {side} only"))
+            elif exceeds(abs(c), self.max_change, max(abs(d.ratio_a or 0), abs(d.ratio_b or 0)),
+                         d.dtype):
+                out.append(Finding(Severity.FAIL, "gain-changed", d.name,
+                                   f"ratio {d.ratio_a:.4f} -> {d.ratio_b:.4f} (change {c:+.4f}, "
+                                   f"more than --max-change {self.max_change})"))
+        return tuple(out)
+
+    @property
+    def verdict(self) -> str:
+        return verdict_of(self.findings)

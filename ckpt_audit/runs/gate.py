@@ -1,7 +1,7 @@
-"""CI gate outputs: baseline drift, GitHub Actions annotations and step summary, JUnit for runs.
+"""The baseline gate: drift of a checkpoint's gains from a known-good audit report.
 
-All functions are pure (they return strings or findings) except :func:`append_step_summary`, which
-appends to the file named by ``$GITHUB_STEP_SUMMARY``.
+Pure functions returning findings; their renderings (GitHub annotations, JUnit) live in
+:mod:`ckpt_audit.report`.
 
 Baseline drift (docs/RUNS.md): for every gain of a role in ``roles`` present in the known-good
 report, ``drift = |ratio / ratio_baseline − 1|``; a drift above ``max_drift`` is a
@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ckpt_audit.errors import FormatError, PolicyError
-from ckpt_audit.records import AuditReport, Finding, Severity, Verdict
+from ckpt_audit.records import AuditReport, Finding, Severity
 
 #: Allowed relative change of a gain's ratio from the baseline (10 %), when the policy has none.
 DEFAULT_MAX_DRIFT = 0.10
@@ -138,97 +136,3 @@ def with_baseline(report: AuditReport, baseline_path: str, policy: Any) -> Audit
                               max_drift=policy_max_drift(policy),
                               roles=policy_baseline_roles(policy))
     return replace(report, findings=report.findings + found)
-
-
-# ------------------------------------------------------------------------------ GitHub Actions
-
-
-def in_github_actions(env: Mapping[str, str] | None = None) -> bool:
-    """True when running as a GitHub Actions step (``GITHUB_ACTIONS=true``)."""
-    return (os.environ if env is None else env).get("GITHUB_ACTIONS") == "true"
-
-
-def _escape_data(s: str) -> str:
-    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_prop(s: str) -> str:
-    return _escape_data(s).replace(":", "%3A").replace(",", "%2C")
-
-
-def annotation(level: str, message: str, *, file: str | None = None,
-               title: str | None = None) -> str:
-    """A workflow command: ``::error file=F,title=T::message`` (escaped per GitHub's spec)."""
-    props = []
-    if file:
-        props.append(f"file={_escape_prop(file)}")
-    if title:
-        props.append(f"title={_escape_prop(title)}")
-    head = f"::{level}" + (" " + ",".join(props) if props else "")
-    return f"{head}::{_escape_data(message)}"
-
-
-_LEVEL = {Severity.FAIL: "error", Severity.WARN: "warning"}
-
-
-def annotations_for(checkpoint: str, verdict: str, findings: Sequence[Finding],
-                    problems: Sequence[str] = ()) -> list[str]:
-    """Annotations for one checkpoint: one per warn/fail finding, one for an incomplete one."""
-    lines = []
-    if verdict == Verdict.INCOMPLETE:
-        lines.append(annotation("warning", "incomplete checkpoint: " + "; ".join(problems),
-                                file=checkpoint, title="ckpt-audit incomplete"))
-    for f in findings:
-        level = _LEVEL.get(f.severity)
-        if level:
-            what = f"{f.tensor}: {f.message}" if f.tensor else f.message
-            lines.append(annotation(level, what, file=checkpoint, title=f"ckpt-audit {f.code}"))
-    return lines
-
-
-def append_step_summary(markdown: str, env: Mapping[str, str] | None = None) -> bool:
-    """Append ``markdown`` to ``$GITHUB_STEP_SUMMARY``; ``False`` when the variable is unset."""
-    target = (os.environ if env is None else env).get("GITHUB_STEP_SUMMARY")
-    if not target:
-        return False
-    with open(target, "a", encoding="utf-8") as fh:
-        fh.write(markdown.rstrip("\n") + "\n\n")
-    return True
-
-
-# ------------------------------------------------------------------------------------- JUnit
-
-
-def junit_runs(suite: str, rows: Sequence[tuple[str, int, str, Sequence[Finding], Sequence[str],
-                                                  str | None]],
-               fail_on: str = "fail") -> str:
-    """JUnit XML with one test case per checkpoint.
-
-    ``rows`` are ``(checkpoint path, step, verdict, findings, problems, error)``. A verdict at or
-    above ``fail_on`` (``fail`` or ``warn``) is a ``<failure>``, ``error`` an ``<error>`` and an
-    incomplete checkpoint ``<skipped>`` (not passing, not failing the build).
-    """
-    root = ET.Element("testsuites", name="ckpt-audit")
-    ts = ET.SubElement(root, "testsuite", name=suite)
-    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    for path, step, verdict, findings, problems, error in rows:
-        counts["tests"] += 1
-        tc = ET.SubElement(ts, "testcase", classname=suite, name=f"step {step}: {path}")
-        bad = [f for f in findings if f.severity.rank >= Severity.WARN.rank]
-        text = "\n".join(f"[{f.severity.value}] {f.code} {f.tensor or ''}: {f.message}"
-                         for f in bad)
-        if verdict == Verdict.INCOMPLETE:
-            counts["skipped"] += 1
-            ET.SubElement(tc, "skipped", message="incomplete: " + "; ".join(problems))
-        elif verdict == Verdict.ERROR:
-            counts["errors"] += 1
-            ET.SubElement(tc, "error", message=error or "audit error")
-        elif Verdict(verdict).rank >= Verdict(fail_on).rank:
-            counts["failures"] += 1
-            el = ET.SubElement(tc, "failure", message=f"verdict {verdict}")
-            el.text = text
-        elif text:
-            ET.SubElement(tc, "system-out").text = text
-    for k, v in counts.items():
-        ts.set(k, str(v))
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

@@ -19,12 +19,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from ckpt_audit.records import Finding, NormRecord, Severity, Status, Verdict
+from ckpt_audit.records import Finding, NormRecord, Severity, Status, Verdict, verdict_of
 from ckpt_audit.runs.audit import CheckpointResult, tracked_names
 
-SCHEMA = "ckpt-audit.trend/1"
 DEFAULT_JUMP = 0.30
 DEFAULT_ROLES = ("final", "mtp")
 _OUT_STATUSES = {Status.COLLAPSE, Status.LOW, Status.EXPLOSION, Status.NONFINITE}
@@ -56,11 +54,14 @@ class Trend:
     first_out_of_band: dict[str, int] = field(hash=False)
     jumps: tuple[Jump, ...]
     jump_threshold: float
+    #: Findings about the run as a whole (``trend-jump``): they count in the run's verdict, not
+    #: in a checkpoint's, whose verdict is the same whatever the command (its audit + baseline).
+    findings: tuple[Finding, ...] = ()
 
     @property
     def verdict(self) -> Verdict:
-        """Worst verdict over the checkpoints (jumps are already folded in as warn findings)."""
-        return Verdict.worst(r.verdict for r in self.results)
+        """Worst of the checkpoints' verdicts and the run's own findings."""
+        return Verdict.worst([*(r.verdict for r in self.results), verdict_of(self.findings)])
 
 
 def out_of_band(rec: NormRecord) -> bool:
@@ -109,20 +110,15 @@ def build_trend(run: str, results: Sequence[CheckpointResult], *,
                 roles: Sequence[str] = DEFAULT_ROLES, pattern: str | None = None,
                 jump: float = DEFAULT_JUMP,
                 jump_severity: Severity = Severity.WARN) -> Trend:
-    """Assemble a :class:`Trend`; each jump is a ``trend-jump`` finding on the later checkpoint."""
+    """Assemble a :class:`Trend`; each jump is a ``trend-jump`` finding of the run."""
     names = tracked_names(results, roles, pattern)
     jumps = find_jumps(results, names, jump)
-    by_step: dict[int, list[Finding]] = {}
-    for j in jumps:
-        by_step.setdefault(j.step_to, []).append(Finding(
-            jump_severity, "trend-jump", j.name,
-            f"ratio changed {j.change:+.1%} since step {j.step_from} "
-            f"({j.ratio_from:.3f} -> {j.ratio_to:.3f}; alert above {jump:.0%})"))
-    out = []
-    for res in results:
-        extra = tuple(by_step.pop(res.checkpoint.step, [])) if res.report else ()
-        out.append(CheckpointResult(res.checkpoint, res.report, res.error, res.extra + extra))
-    return Trend(run, tuple(out), names, first_out_of_band(out, names), jumps, jump)
+    found = tuple(Finding(jump_severity, "trend-jump", j.name,
+                          f"ratio changed {j.change:+.1%} between steps {j.step_from} and "
+                          f"{j.step_to} ({j.ratio_from:.3f} -> {j.ratio_to:.3f}; alert above "
+                          f"{jump:.0%})") for j in jumps)
+    results = tuple(results)
+    return Trend(run, results, names, first_out_of_band(results, names), jumps, jump, found)
 
 
 def sparkline(values: Sequence[float | None], lo: float | None = None,
@@ -150,45 +146,3 @@ def sparkline(values: Sequence[float | None], lo: float | None = None,
             k = int(round((min(max(v, lo), hi) - lo) / (hi - lo) * (len(_SPARK) - 1)))
             chars.append(_SPARK[k])
     return "".join(chars)
-
-
-def _num(x: float | None) -> float | None:
-    """JSON has no NaN/inf: non-finite numbers become ``None``."""
-    return x if x is not None and math.isfinite(x) else None
-
-
-def trend_to_dict(trend: Trend) -> dict[str, Any]:
-    """The ``ckpt-audit.trend/1`` JSON document."""
-    checkpoints = []
-    prev: dict[str, float] = {}
-    for res in trend.results:
-        gains: dict[str, Any] = {}
-        for name in trend.tracked:
-            rec = res.gains().get(name)
-            if rec is None:
-                continue
-            ratio = rec.stats.ratio
-            change = (ratio / prev[name] - 1.0) if name in prev and prev[name] else None
-            gains[name] = {"role": rec.role.value, "layer": rec.layer, "ratio": _num(ratio),
-                           "norm": _num(rec.stats.norm), "status": rec.status.value,
-                           "severity": rec.severity.value, "change": _num(change)}
-            if math.isfinite(ratio):
-                prev[name] = ratio
-        checkpoints.append({
-            "path": res.checkpoint.path, "name": res.checkpoint.name, "step": res.checkpoint.step,
-            "layout": res.checkpoint.layout, "verdict": res.verdict,
-            "final_ratio": _num(res.final_ratio), "complete": res.checkpoint.complete,
-            "problems": list(res.checkpoint.problems), "error": res.error, "gains": gains,
-            "findings": [{"severity": f.severity.value, "code": f.code, "tensor": f.tensor,
-                          "message": f.message} for f in res.findings
-                         if f.severity.rank >= Severity.WARN.rank],
-        })
-    return {
-        "schema": SCHEMA, "run": trend.run, "verdict": trend.verdict,
-        "tracked": list(trend.tracked),
-        "checkpoints": checkpoints, "first_out_of_band": dict(trend.first_out_of_band),
-        "jump_threshold": trend.jump_threshold,
-        "jumps": [{"name": j.name, "step_from": j.step_from, "step_to": j.step_to,
-                   "ratio_from": j.ratio_from, "ratio_to": j.ratio_to, "change": _num(j.change)}
-                  for j in trend.jumps],
-    }

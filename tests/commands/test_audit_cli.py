@@ -94,11 +94,29 @@ def test_bands_command() -> None:
     assert data["bands"]["nominal"] == [0.9 * 8, 1.12 * 8]
 
 
-def test_demo_command() -> None:
+def test_demo_command_keeps_its_folder_and_its_try_lines_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
     res = run_cli(["demo", "--width", "120"])
-    assert res.code == 0
+    assert res.code == 0, res.err
     for word in ("collapse", "explosion", "shrink", "nominal", "hnorm"):
         assert word in res.out
+    assert (tmp_path / "ckpt-audit-demo" / "run" / "checkpoint-2000").is_dir()
+    assert "remove it with: rm -r ckpt-audit-demo" in res.out
+    after = res.out.split("\nTry:\n", 1)[1].split("\n\n", 1)[0]
+    tries = [ln.strip() for ln in after.splitlines()]
+    assert all(t.startswith("ckpt-audit ") for t in tries)
+    assert len(tries) >= 3
+    for line in tries:  # pasted as printed
+        argv = shlex.split(line)[1:]
+        assert run_cli(argv).code in (0, 1), line
+    assert run_cli(["demo"]).code == 0  # its own folder is rewritten
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "mine.txt").write_text("x")
+    refused = run_cli(["demo", "--dir", str(tmp_path / "other")])
+    assert refused.code == 2 and "not written by `ckpt-audit demo`" in refused.err
 
 
 def _bad_inputs(tmp_path: Path) -> dict[str, str]:

@@ -19,6 +19,9 @@ def test_audit_json_gains_acceptance(cli: Any, fixture_ckpt: Path, probe_file: P
     assert r.code in (0, 1), r.err
     rep = json.loads(out.read_text())
     assert rep["schema"] == "ckpt-audit.audit/1"
+    from ckpt_audit.report.schemas import validate
+
+    validate(rep)  # acceptance figures included
     acc = rep["acceptance"]
     ref = accept_run(str(fixture_ckpt), str(probe_file), loaded=loaded)
     assert acc["schema"] == "ckpt-audit.accept/1" and acc["layout"] == "deepseek-hf"

@@ -42,6 +42,9 @@ def test_json_schema(cli: Any, fixture_ckpt: Path, probe_file: Path, tmp_path: P
     assert r.code == 0, r.err
     res = json.loads(out.read_text())
     assert res["schema"] == "ckpt-audit.accept/1"
+    from ckpt_audit.report.schemas import validate
+
+    validate(res)  # the shipped JSON Schema (docs/SCHEMAS.md)
     assert res["checkpoint"].endswith("ckpt")
     lines = [json.loads(x) for x in probe_file.read_text().splitlines()]
     assert res["positions"] == sum(len(x["input_ids"]) for x in lines)

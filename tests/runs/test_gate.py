@@ -10,13 +10,9 @@ import pytest
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.records import Finding, Severity
-from ckpt_audit.runs.gate import (
-    annotation,
-    append_step_summary,
-    in_github_actions,
-    junit_runs,
-    parse_baseline,
-)
+from ckpt_audit.report.github import annotation, append_step_summary, in_github_actions
+from ckpt_audit.report.junit import render_suites, run_suites
+from ckpt_audit.runs.gate import parse_baseline
 from tests.support.cli import run_cli
 from tests.support.runs import norm_ratio
 
@@ -48,20 +44,30 @@ def test_parse_baseline_rejects_other_documents():
     assert list(base.gains) == ["a"]
 
 
+def _result(step, complete=True, findings=(), error=None, audited=True):
+    from ckpt_audit.records import AuditReport, Convention
+    from ckpt_audit.runs.audit import CheckpointResult
+    from ckpt_audit.runs.discovery import RunCheckpoint
+
+    ck = RunCheckpoint(path=f"/r/c{step}", name=f"c{step}", step=step, layout="hf",
+                       complete=complete, problems=() if complete else ("no files",))
+    rep = AuditReport(ck.path, "safetensors", 8, "config", Convention.DIRECT, (), tuple(findings),
+                      "default") if audited and complete else None
+    return CheckpointResult(ck, rep, error)
+
+
 def test_junit_runs_counts():
     fail = Finding(Severity.FAIL, "collapse", "model.norm.weight", "low")
     warn = Finding(Severity.WARN, "low", "model.norm.weight", "lowish")
-    xml = junit_runs("s", [("a", 0, "pass", (), (), None), ("b", 1, "fail", (fail,), (), None),
-                           ("c", 2, "warn", (warn,), (), None), ("d", 3, "incomplete", (),
-                                                                  ("no files",), None),
-                           ("e", 4, "error", (), (), "bad header")])
-    suite = ET.fromstring(xml.split("?>", 1)[1]).find("testsuite")
-    assert suite is not None
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"),
-            suite.get("skipped")) == ("5", "1", "1", "1")
-    strict = ET.fromstring(junit_runs("s", [("c", 2, "warn", (warn,), (), None)],
-                                      "warn").split("?>", 1)[1]).find("testsuite")
-    assert strict is not None and strict.get("failures") == "1"
+    results = [_result(0), _result(1, findings=(fail,)), _result(2, findings=(warn,)),
+               _result(3, complete=False), _result(4, error="bad header", audited=False)]
+    root = ET.fromstring(render_suites(run_suites(results)).split("?>", 1)[1])
+    assert (root.get("tests"), root.get("failures"), root.get("errors"),
+            root.get("skipped")) == ("5", "1", "1", "1")
+    assert len(root.findall("testsuite")) == 5
+    strict = ET.fromstring(render_suites(run_suites([results[2]]),
+                                         Severity.WARN).split("?>", 1)[1])
+    assert strict.get("failures") == "1"
 
 
 def test_watch_baseline_gate_and_annotations(llama_run, tmp_path, monkeypatch):

@@ -131,9 +131,13 @@ def test_plot_png_is_valid_and_sized(llama_run, tmp_path):
 def test_markdown_junit_and_github_outputs(llama_run, tmp_path, monkeypatch):
     junit = tmp_path / "trend.xml"
     assert run_cli(["trend", llama_run, "-f", "junit", "-o", str(junit)]).code == 1
-    suite = ET.parse(junit).getroot().find("testsuite")
-    assert suite is not None
-    assert suite.get("tests") == "5" and suite.get("failures") == "2"
+    root = ET.parse(junit).getroot()
+    suites = root.findall("testsuite")  # one per checkpoint, a case per gain; then the run's
+    assert len(suites) == 6 and suites[-1].get("name") == "run"
+    assert {c.get("name").split(":")[0] for c in suites[-1]} == {"trend-jump"}
+    failed = [s.get("name") for s in suites if s.get("failures") != "0"]
+    assert failed == [f"step {n}: {llama_run}/checkpoint-{n}" for n in (300, 400)]
+    assert root.get("failures") == "2"
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))

@@ -81,7 +81,7 @@ def test_polls_and_junit(llama_run, tmp_path):
                    "--interval", "0", "--settle", "0", "--junit", str(junit)])
     assert res.code == 0
     assert res.out.count("checkpoint-300  FAIL") == 1  # audited once over two polls
-    assert junit.read_text().count("<testcase") == 5
+    assert junit.read_text().count("<testsuite ") == 5  # one per checkpoint, audited once
 
 
 def test_rewritten_checkpoint_is_audited_again(llama_run, tmp_path):

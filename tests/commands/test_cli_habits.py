@@ -1,0 +1,127 @@
+"""Habits of a command-line tool: -h everywhere, help on every option, choices listed, flags
+as flags, one-line input errors (exit 2), filters that match nothing named, the verdict on
+stderr when the report goes to a file, a closed pipe that exits quietly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ckpt_audit.demo import write_demo_run
+from tests.support.cli import run_cli
+from tests.support.paths import ROOT
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    paths = write_demo_run(str(tmp_path_factory.mktemp("habits")))
+    paths["run"] = os.path.dirname(paths["step 0"])
+    return paths
+
+
+def _commands():
+    import typer
+
+    from ckpt_audit.cli import app
+
+    return typer.main.get_command(app)
+
+
+def test_help_on_every_option_and_choices_listed():
+    group = _commands()
+    assert run_cli(["-h"]).code == 0
+    for name, cmd in group.commands.items():
+        res = run_cli([name, "-h"])
+        assert res.code == 0 and "Usage" in res.out, name
+        for param in cmd.params:
+            if param.param_type_name == "option":
+                assert (param.help or "").strip(), f"{name} {param.opts} has no help"
+    choices = {p.name: list(getattr(getattr(p, "type_descriptor", None), "choices", None) or [])
+               for p in group.commands["trend"].params}
+    assert {"table", "json", "markdown", "junit", "html"} <= {str(getattr(c, "value", c))
+                                                           for c in choices["fmt"]}
+    for name in ("format_hint", "convention", "fail_on", "incomplete"):
+        assert choices[name], f"--{name} is not a listed choice"
+    assert "markdown" in run_cli(["trend", "-h"]).out
+    audit = run_cli(["audit", "-h"]).out
+    line = next(ln for ln in audit.splitlines() if "--expect-init" in ln)
+    assert "<bool>" not in line  # a flag, not an option taking a value
+    assert "--install-completion" in run_cli(["-h"]).out
+
+
+@pytest.mark.parametrize("args, says", [
+    (["trend", "RUN", "--gains", "("], "not a valid regular expression"),
+    (["trend", "RUN", "--roles", "bogus"], "choose from final, layer"),
+    (["trend", "RUN", "--gains", "nomatch"], "gains present: model.layers.0"),
+    (["trend", "RUN", "--format-hint", "nope"], "is not one of"),
+    (["trend", "RUN", "-f", "pdf"], "is not one of"),
+    (["audit", "CK", "--convention", "both"], "is not one of"),
+    (["compare", "RUN", "RUN", "--plot", "PLOT", "--gain", "nope"], "--gain 'nope' matches no"),
+])
+def test_input_errors_are_one_line_exit_2(demo, tmp_path, args, says):
+    args = [{"RUN": demo["run"], "CK": demo["step 0"], "PLOT": str(tmp_path / "p.png")}.get(a, a)
+            for a in args]
+    res = run_cli(args)
+    assert res.code == 2, res.err
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], res.err
+    assert "Traceback" not in res.err and not (tmp_path / "p.png").exists()
+
+
+def test_output_file_says_the_verdict_and_where(demo, tmp_path):
+    out = tmp_path / "r.md"
+    res = run_cli(["audit", demo["step 2000"], "-f", "markdown", "-o", str(out)])
+    assert res.code == 1 and res.out == ""
+    assert res.err.strip() == (f"ckpt-audit: FAIL (1 finding: 1 fail); markdown report "
+                               f"written to {out}")
+    png = tmp_path / "t.png"
+    res = run_cli(["trend", demo["run"], "-f", "json", "-o", str(tmp_path / "t.json"),
+                   "--plot", str(png)])
+    assert f"plot written to {png}" in res.err and png.stat().st_size > 0
+
+
+def test_expect_init_pass_line_and_digits(demo):
+    import re
+
+    ok = run_cli(["audit", demo["step 0"], "--expect-init"])
+    assert ok.code == 0 and "step-0 check passed: all 9 gains" in ok.err
+    bad = run_cli(["audit", demo["step 1000"], "--expect-init", "-f", "json"])
+    assert bad.code == 1
+    import json
+
+    msgs = [f["message"] for f in json.loads(bad.out)["findings"] if f["code"] == "init-mismatch"]
+    assert msgs and all("|Δ| = " in m and "tolerance 0.01" in m for m in msgs)
+    assert all(re.search(r"‖γ‖₂ = \d+\.\d{4}", m) for m in msgs)  # digits to check 0.01
+
+
+def test_closed_pipe_exits_quietly(demo):
+    code = ("import sys; from ckpt_audit.cli import main; "
+            "main(['demo', '--dir', sys.argv[1]])")
+    p = subprocess.Popen([sys.executable, "-c", code, demo["run"] + "-demo"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.stdout is not None
+    p.stdout.readline()
+    p.stdout.close()  # like `| head -1`
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 141, err
+    assert b"Traceback" not in err and b"Exception ignored" not in err
+
+
+def test_watch_says_its_state_file_and_nothing_new(demo, tmp_path):
+    state = tmp_path / "state.json"
+    args = ["watch", demo["run"], "--once", "--settle", "0", "--state", str(state)]
+    first = run_cli(args)
+    assert f"state file {state}" in first.err
+    again = run_cli(args)
+    assert "nothing new" in again.err and again.out == ""
+
+
+def test_input_errors_of_one_run_come_together(demo):
+    res = run_cli(["trend", demo["run"], "--roles", "x", "--gains", "(", "--jump", "-1"])
+    assert res.code == 2
+    [line] = res.err.strip().splitlines()
+    assert "--roles" in line and "--gains" in line and "--jump" in line

@@ -45,6 +45,16 @@ def _root(
     """Audit LLM training checkpoints."""
 
 
+class _Command(typer.core.TyperCommand):
+    """A command whose ``-h/--help`` shows as the flag it is (no ``<bool>`` value)."""
+
+    def get_help_option(self, ctx):  # type: ignore[no-untyped-def]
+        opt = super().get_help_option(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+
 _registered: set[str] = set()
 
 
@@ -70,6 +80,9 @@ def register_commands(argv: list[str] | None = None) -> None:
         register = getattr(module, "register", None)
         if register is not None:
             register(app)
+    for info in app.registered_commands:
+        if info.cls in (None, typer.core.TyperCommand):
+            info.cls = _Command
 
 
 #: Optional packages and the extra that installs them (``pip install 'ckpt-audit[EXTRA]'``).

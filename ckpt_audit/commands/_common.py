@@ -94,6 +94,23 @@ def verdict_line(doc: Any) -> str:
             + (f": {detail})" if detail else ")"))
 
 
+def github_outputs(doc: Any, github: bool | None, opts: Any) -> None:
+    """Under GitHub Actions (or ``--github``): an annotation per finding on stdout and the
+    Markdown report appended to the step summary."""
+    from ckpt_audit.report import render
+    from ckpt_audit.report.github import (
+        append_step_summary,
+        document_annotations,
+        in_github_actions,
+    )
+
+    if not (github if github is not None else in_github_actions()):
+        return
+    for line in document_annotations(doc):
+        sys.stdout.write(line + "\n")
+    append_step_summary(render(doc, "markdown", opts))
+
+
 def write_document(doc: Any, fmt: str, output: str | None, opts: Any,
                    checkpoints: Sequence[str] = ()) -> None:
     """Render ``doc`` in ``fmt`` to ``output`` or stdout (a table on a terminal in colour);

@@ -49,32 +49,13 @@ def exit_code(results: Sequence[CheckpointResult], fail_on: Severity, incomplete
                  or any(f.severity.rank >= fail_on.rank for f in run_findings)) else 0
 
 
-def ci_outputs(results: Sequence[CheckpointResult], markdown: str | None,
-               github: bool | None, run: str | None = None,
-               run_findings: Sequence[Finding] = ()) -> None:
-    """Under GitHub Actions (or ``--github``): annotations on stdout, Markdown step summary."""
-    from ckpt_audit.report.github import (
-        annotation,
-        annotations_for,
-        append_step_summary,
-        in_github_actions,
-    )
+def result_ci_outputs(res: CheckpointResult, github: bool | None) -> None:
+    """``watch``: the annotations of one newly audited checkpoint, under GitHub Actions."""
+    from ckpt_audit.report.github import in_github_actions, result_annotations
 
-    if github is None:
-        github = in_github_actions()
-    if not github:
-        return
-    for res in results:
-        for line in annotations_for(res.checkpoint.path, res.verdict, res.findings,
-                                    res.checkpoint.problems):
+    if github if github is not None else in_github_actions():
+        for line in result_annotations(res):
             sys.stdout.write(line + "\n")
-        if res.error:
-            sys.stdout.write(annotation("error", res.error, file=res.checkpoint.path,
-                                        title="ckpt-audit error") + "\n")
-    for line in annotations_for(run or "", "", run_findings):
-        sys.stdout.write(line + "\n")
-    if markdown:
-        append_step_summary(markdown)
 
 
 def band_list(policy: Any, role: str = "final") -> list[tuple[str, float | None, float | None]]:

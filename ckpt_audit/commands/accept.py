@@ -91,3 +91,7 @@ def register(app: typer.Typer) -> None:
             from ckpt_audit.report.accept import print_result
 
             print_result(res, console())
+        if output:
+            from ckpt_audit.commands._common import say
+
+            say(f"ckpt-audit: accept report ({fmt.value}) written to {output}")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ckpt_audit.commands._common import write_document
+from ckpt_audit.commands._common import github_outputs, write_document
 from ckpt_audit.commands.options import (
     BaselineOpt,
     ConfigOpt,
@@ -17,6 +17,7 @@ from ckpt_audit.commands.options import (
     FailOn,
     FailOnOpt,
     FormatHintOpt,
+    GithubOpt,
     OutputFormat,
     OutputOpt,
     ReadOptions,
@@ -29,7 +30,8 @@ def run_audit(path: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str 
               config: str | None = None, fail_on: FailOn = FailOn.FAIL,
               read: ReadOptions = ReadOptions(), expect_init: bool = False,
               device: str = "auto", show: int = 20, width: int | None = None,
-              baseline: str | None = None, probe: str | None = None) -> int:
+              baseline: str | None = None, probe: str | None = None,
+              github: bool | None = None) -> int:
     """Audit, render, and return the exit code (0 pass, 1 findings at/above ``fail_on``)."""
     from ckpt_audit.commands._runs import band_list
     from ckpt_audit.core.audit import audit_checkpoint
@@ -57,6 +59,7 @@ def run_audit(path: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str 
             f"±{policy.init_tolerance} of √dim")
     opts = RenderOptions(width, fail_on.severity, show, bands=tuple(band_list(policy)))
     write_document(doc, fmt.value, output, opts, [path])
+    github_outputs(doc, github, opts)
     return exit_code([report], fail_on.severity)
 
 
@@ -82,10 +85,11 @@ def register(app: typer.Typer) -> None:
         probe: Annotated[str | None, typer.Option(
             "--probe", help="Also measure MTP draft acceptance on this probe file "
                             "(JSONL or text; needs the mtp extra).")] = None,
+        github: GithubOpt = None,
     ) -> None:
         """Audit every norm gain of a checkpoint against the policy's bands."""
         code = run_audit(path, fmt=fmt, output=output, config=config, fail_on=fail_on,
                          read=ReadOptions.of(format_hint, d_model, convention),
                          expect_init=expect_init, device=device.value,
-                         show=show, width=width, baseline=baseline, probe=probe)
+                         show=show, width=width, baseline=baseline, probe=probe, github=github)
         raise typer.Exit(code)

@@ -7,12 +7,13 @@ from typing import Annotated
 import typer
 
 from ckpt_audit.commands import _runs
-from ckpt_audit.commands._common import refuse_inside_any, say, write_document
+from ckpt_audit.commands._common import github_outputs, refuse_inside_any, say, write_document
 from ckpt_audit.commands.options import (
     ConfigOpt,
     ConventionOpt,
     DModelOpt,
     FormatHintOpt,
+    GithubOpt,
     OutputFormat,
     OutputOpt,
     PlotOpt,
@@ -28,7 +29,7 @@ def run_compare(runs: list[str], *, fmt: OutputFormat = OutputFormat.TABLE,
                 output: str | None = None, config: str | None = None, tolerance: float = 0.05,
                 plot: str | None = None, plot_size: str = "1000x600", gain: str | None = None,
                 settle: float = 0.0, read: ReadOptions = ReadOptions(),
-                width: int | None = None) -> int:
+                width: int | None = None, github: bool | None = None) -> int:
     """Audit every run, compare each with the first; exit 1 when any run diverges."""
     from ckpt_audit.core.policy import load_policy
     from ckpt_audit.report import RenderOptions
@@ -51,15 +52,16 @@ def run_compare(runs: list[str], *, fmt: OutputFormat = OutputFormat.TABLE,
     cmp = Comparison(audited, tuple(first_divergence(audited[0], other, tolerance)
                                     for other in audited[1:]), tolerance)
     lines = {}
-    if plot and size:  # checked before anything is written
+    if (plot and size) or gain:  # checked before anything is written
         for label, results in audited:
             name = gain or next((r.final.name for r in results if r.final), None)
             if name and any(name in r.gains() for r in results):
                 lines[label] = series(results, name)
         _runs.require_match(f"--gain {gain!r}" if gain else "the final norm", list(lines),
                             [r for _, res in audited for r in res], by_role=False)
-    write_document(cmp, fmt.value, output,
-                   RenderOptions(width, bands=tuple(_runs.band_list(policy))))
+    opts = RenderOptions(width, bands=tuple(_runs.band_list(policy)))
+    write_document(cmp, fmt.value, output, opts)
+    github_outputs(cmp, github, opts)
     if plot and size:
         from ckpt_audit.report.plot import plot_lines
 
@@ -91,10 +93,11 @@ def register(app: typer.Typer) -> None:
         d_model: DModelOpt = None,
         convention: ConventionOpt = None,
         width: WidthOpt = None,
+        github: GithubOpt = None,
     ) -> None:
         """Compare runs at matching steps; report the first gain (by layer) that diverges."""
         raise typer.Exit(run_compare(runs, fmt=fmt, output=output, config=config,
                                      tolerance=tolerance, plot=plot, plot_size=plot_size,
                                      gain=gain, settle=settle,
                                      read=ReadOptions.of(format_hint, d_model, convention),
-                                     width=width))
+                                     width=width, github=github))

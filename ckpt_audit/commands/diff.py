@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
-from ckpt_audit.commands._common import write_document
+from ckpt_audit.commands._common import github_outputs, write_document
 from ckpt_audit.commands.options import (
     ConfigOpt,
     ConventionOpt,
     DModelOpt,
     FormatHintOpt,
+    GithubOpt,
     OutputFormat,
     OutputOpt,
     ReadOptions,
@@ -22,7 +23,7 @@ from ckpt_audit.commands.options import (
 def run_diff(a: str, b: str, *, fmt: OutputFormat = OutputFormat.TABLE,
              output: str | None = None, config: str | None = None, show: int = 30,
              read: ReadOptions = ReadOptions(), width: int | None = None,
-             max_change: float | None = None) -> int:
+             max_change: float | None = None, github: bool | None = None) -> int:
     """Audit both checkpoints and diff them; exit 1 when ``max_change`` is set and exceeded."""
     from ckpt_audit.core.audit import audit_checkpoint
     from ckpt_audit.core.policy import load_policy
@@ -33,7 +34,9 @@ def run_diff(a: str, b: str, *, fmt: OutputFormat = OutputFormat.TABLE,
     kwargs = read.audit_kwargs(policy)
     ra, rb = audit_checkpoint(a, **kwargs), audit_checkpoint(b, **kwargs)
     doc = Diff(ra, rb, tuple(diff_reports(ra, rb)), max_change)
-    write_document(doc, fmt.value, output, RenderOptions(width, show=show), [a, b])
+    opts = RenderOptions(width, show=show)
+    write_document(doc, fmt.value, output, opts, [a, b])
+    github_outputs(doc, github, opts)
     return 1 if doc.verdict == "fail" else 0
 
 
@@ -56,8 +59,9 @@ def register(app: typer.Typer) -> None:
         d_model: DModelOpt = None,
         convention: ConventionOpt = None,
         width: WidthOpt = None,
+        github: GithubOpt = None,
     ) -> None:
         """Per gain: ratio in A, ratio in B and the change, largest change first."""
         raise typer.Exit(run_diff(a, b, fmt=fmt, output=output, config=config, show=show,
                                   read=ReadOptions.of(format_hint, d_model, convention),
-                                  width=width, max_change=max_change))
+                                  width=width, max_change=max_change, github=github))

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ckpt_audit.commands import _runs
-from ckpt_audit.commands._common import refuse_inside_any, say, write_document
+from ckpt_audit.commands._common import github_outputs, refuse_inside_any, say, write_document
 from ckpt_audit.commands.options import (
     BaselineOpt,
     ConfigOpt,
@@ -28,18 +28,22 @@ from ckpt_audit.commands.options import (
     WidthOpt,
 )
 from ckpt_audit.errors import CkptAuditError
+from ckpt_audit.runs import trend as trend_rules
+
+#: The roles followed when --roles is not given (the one default, in ckpt_audit.runs.trend).
+DEFAULT_ROLES = ",".join(trend_rules.DEFAULT_ROLES)
 
 
 def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str | None = None,
               config: str | None = None, fail_on: FailOn = FailOn.FAIL,
               incomplete: Incomplete = Incomplete.WARN, jump: float = 0.30,
-              roles: str = "final,mtp", gains: str | None = None, plot: str | None = None,
+              roles: str = DEFAULT_ROLES, gains: str | None = None, plot: str | None = None,
               plot_size: str = "1000x600", baseline: str | None = None, settle: float = 0.0,
               github: bool | None = None, read: ReadOptions = ReadOptions(),
               width: int | None = None) -> int:
     """Discover, audit, build the trend, render it; return the exit code."""
     from ckpt_audit.core.policy import load_policy
-    from ckpt_audit.report import RenderOptions, render
+    from ckpt_audit.report import RenderOptions
     from ckpt_audit.runs.audit import audit_checkpoints
     from ckpt_audit.runs.discovery import discover_run
     from ckpt_audit.runs.trend import build_trend, series
@@ -58,8 +62,9 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
     results = audit_checkpoints(discovered.checkpoints, **read.audit_kwargs(policy))
     results = _runs.apply_baseline(results, baseline, policy)
     trend = build_trend(run, results, roles=role_list, pattern=gains, jump=jump)
-    _runs.require_match(f"--gains {gains!r}" if gains else f"--roles {roles}", trend.tracked,
-                        results, by_role=gains is None)
+    if gains or roles != DEFAULT_ROLES:  # a filter the user asked for must match something
+        _runs.require_match(f"--gains {gains!r}" if gains else f"--roles {roles}",
+                            trend.tracked, results, by_role=gains is None)
     opts = RenderOptions(width, fail_on.severity, bands=tuple(_runs.band_list(policy)))
     write_document(trend, fmt.value, output, opts)
     if plot and size:
@@ -69,8 +74,7 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
         plot_lines(plot, lines, _runs.band_list(policy), title=f"ckpt-audit trend: {run}",
                    width=size[0], height=size[1])
         say(f"ckpt-audit: plot written to {plot}")
-    _runs.ci_outputs(trend.results, render(trend, "markdown", opts), github, run,
-                     trend.findings)
+    github_outputs(trend, github, opts)
     return _runs.exit_code(trend.results, fail_on.severity, incomplete.value, trend.findings)
 
 
@@ -89,7 +93,7 @@ def register(app: typer.Typer) -> None:
             "--jump", help="Alert when a ratio changes by more than this fraction between "
                            "consecutive checkpoints.")] = 0.30,
         roles: Annotated[str, typer.Option(
-            "--roles", help="Roles to follow (comma list; 'all' for every gain).")] = "final,mtp",
+            "--roles", help="Roles to follow (comma list; 'all' for every gain).")] = DEFAULT_ROLES,
         gains: Annotated[str | None, typer.Option(
             "--gains", help="Follow the gains whose name matches REGEX (instead of "
                             "--roles).")] = None,

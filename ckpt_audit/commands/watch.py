@@ -108,7 +108,7 @@ def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
             sys.stdout.flush()
             st.record(ck, fp, res.verdict)
             save(state_path, st)
-            _runs.ci_outputs([res], None, github)
+            _runs.result_ci_outputs(res, github)
             if junit_path:
                 emit(render_suites(run_suites(session), threshold or Severity.FAIL), junit_path)
             if threshold is not None and _runs.result_gates(res, threshold, "ignore"):

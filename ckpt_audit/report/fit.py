@@ -36,7 +36,9 @@ class Column:
     cells: list[str | Text] = field(default_factory=list)
 
     def width(self) -> int:
-        return max([len(self.header)] + [len(str(c)) for c in self.cells])
+        """Columns needed: the widest cell, and the header (a text header wraps between words)."""
+        head = max(map(len, self.header.split())) if self.kind == "text" else len(self.header)
+        return max([head] + [len(str(c)) for c in self.cells])
 
 
 def add_row(columns: Sequence[Column], *cells: str | Text) -> None:

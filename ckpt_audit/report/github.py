@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ckpt_audit.records import Finding, Severity
 
@@ -63,3 +64,35 @@ def append_step_summary(markdown: str, env: Mapping[str, str] | None = None) -> 
     with open(target, "a", encoding="utf-8") as fh:
         fh.write(markdown.rstrip("\n") + "\n\n")
     return True
+
+
+def result_annotations(res: object) -> list[str]:
+    """Annotations for one run checkpoint (a :class:`~ckpt_audit.runs.audit.CheckpointResult`):
+    its findings, an incomplete one, an audit error."""
+    ck = res.checkpoint  # type: ignore[attr-defined]
+    lines = annotations_for(ck.path, res.verdict, res.findings,  # type: ignore[attr-defined]
+                            ck.problems)
+    if res.error:  # type: ignore[attr-defined]
+        lines.append(annotation("error", res.error, file=ck.path,  # type: ignore[attr-defined]
+                                title="ckpt-audit error"))
+    return lines
+
+
+def document_annotations(doc: object) -> list[str]:
+    """Every annotation of a document (audit, trend, compare, diff): one per finding above ok,
+    on the checkpoint (or run) it is about."""
+    from ckpt_audit.report import kind_of
+
+    kind = kind_of(doc)
+    d: Any = doc
+    if kind == "audit":
+        return annotations_for(d.report.checkpoint, d.verdict, d.findings)
+    if kind == "diff":
+        return (annotations_for(d.b.checkpoint, d.verdict, d.findings)
+                + annotations_for(d.a.checkpoint, d.a.verdict, d.a.findings)
+                + annotations_for(d.b.checkpoint, d.b.verdict, d.b.findings))
+    if kind == "trend":
+        return ([line for r in d.results for line in result_annotations(r)]
+                + annotations_for(d.run, d.verdict, d.findings))
+    lines = [line for _, results in d.runs for r in results for line in result_annotations(r)]
+    return lines + annotations_for(d.runs[-1][0], d.verdict, d.findings)

@@ -75,7 +75,7 @@ def print_trend(trend: Trend, con: Console) -> None:
             con.print(f"[red]error[/] {res.checkpoint.name}: {res.error}")
     cols = [Column("trend", "number", drop=1), Column("gain", "name"), Column("role", drop=4),
             Column("first", "number", "right", 3), Column("last", "number", "right"),
-            Column("min–max", "number", drop=2), Column("first out of band", "number")]
+            Column("min–max", "number", drop=2), Column("first out of band")]
     for name in trend.tracked:
         values = [r for _, r in series(trend.results, name)]
         finite = [v for v in values if v is not None and math.isfinite(v)]
@@ -198,10 +198,10 @@ def compare_markdown(cmp: Comparison) -> str:
 def print_diff(diff: Diff, con: Console, show: int) -> None:
     """Per gain, both ratios and the change, largest |change| first; then the findings."""
     a, b, rows = diff.a.checkpoint, diff.b.checkpoint, diff.rows
-    cols = [Column("tensor", "name"), Column("role", drop=3),
-            Column("layer", "number", "right", 4), Column("ratio A", "number", "right"),
-            Column("ratio B", "number", "right"), Column("change", "number", "right"),
-            Column("relative", "number", "right", 2), Column("status A→B", drop=1)]
+    cols = [Column("tensor", "name"), Column("role", drop=6),
+            Column("layer", "number", "right", 5), Column("ratio A", "number", "right", 4),
+            Column("ratio B", "number", "right", 3), Column("change", "number", "right"),
+            Column("relative", "number", "right", 7), Column("status A→B", drop=8)]
     for d in rows[:show]:
         rel = f"{d.relative:+.1%}" if d.relative is not None and math.isfinite(d.relative) \
             else "—"

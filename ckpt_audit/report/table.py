@@ -60,10 +60,10 @@ def _print(console: Console, report: AuditReport, show: int) -> None:
                                 title_justify="left"))
     bad = offending(report)
     if bad:
-        cols = [Column("tensor", "name"), Column("role", drop=3),
-                Column("layer", "number", "right", 1), Column("dim", "number", "right", 5),
-                Column("‖γ‖₂", "number", "right", 2), Column("ratio", "number", "right"),
-                Column("status"), Column("severity", drop=4)]
+        cols = [Column("tensor", "name"), Column("role", drop=4),
+                Column("layer", "number", "right", 3), Column("dim", "number", "right", 7),
+                Column("‖γ‖₂", "number", "right", 5), Column("ratio", "number", "right"),
+                Column("status"), Column("severity", drop=6)]
         for r in bad[:show]:
             add_row(cols, r.name, r.role.value, "" if r.layer is None else str(r.layer),
                     str(r.stats.dim), fmt_norm(r.stats.norm), fmt_ratio(r.stats.ratio),

@@ -49,6 +49,7 @@ def test_help_on_every_option_and_choices_listed():
     audit = run_cli(["audit", "-h"]).out
     line = next(ln for ln in audit.splitlines() if "--expect-init" in ln)
     assert "<bool>" not in line  # a flag, not an option taking a value
+    assert "<bool>" not in next(ln for ln in audit.splitlines() if "--help" in ln)
     assert "--install-completion" in run_cli(["-h"]).out
 
 
@@ -60,6 +61,7 @@ def test_help_on_every_option_and_choices_listed():
     (["trend", "RUN", "-f", "pdf"], "is not one of"),
     (["audit", "CK", "--convention", "both"], "is not one of"),
     (["compare", "RUN", "RUN", "--plot", "PLOT", "--gain", "nope"], "--gain 'nope' matches no"),
+    (["compare", "RUN", "RUN", "--gain", "nope"], "--gain 'nope' matches no"),
 ])
 def test_input_errors_are_one_line_exit_2(demo, tmp_path, args, says):
     args = [{"RUN": demo["run"], "CK": demo["step 0"], "PLOT": str(tmp_path / "p.png")}.get(a, a)
@@ -125,3 +127,17 @@ def test_input_errors_of_one_run_come_together(demo):
     assert res.code == 2
     [line] = res.err.strip().splitlines()
     assert "--roles" in line and "--gains" in line and "--jump" in line
+
+
+def test_github_outputs_on_every_command(demo, tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    for args in (["audit", demo["step 2000"]], ["diff", demo["step 0"], demo["step 2000"],
+                                                 "--max-change", "0.1"],
+                 ["compare", demo["run"], demo["run"]], ["trend", demo["run"]]):
+        res = run_cli([*args, "-f", "json", "--github"])
+        assert "title=ckpt-audit collapse::model.norm.weight" in res.out, args
+    text = summary.read_text()
+    for head in ("## ckpt-audit: ", "## ckpt-audit diff", "## ckpt-audit compare",
+                 "## ckpt-audit trend"):
+        assert head in text

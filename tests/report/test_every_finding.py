@@ -24,7 +24,7 @@ from ckpt_audit.records import (
     Status,
 )
 from ckpt_audit.report import FORMATS, AuditDocument, RenderOptions, render
-from ckpt_audit.report.github import annotations_for
+from ckpt_audit.report.github import annotations_for, document_annotations
 from ckpt_audit.report.json_report import report_to_dict
 from ckpt_audit.runs.audit import CheckpointResult
 from ckpt_audit.runs.compare import Comparison, Diff, diff_reports
@@ -90,8 +90,8 @@ def test_every_code_in_every_format(code: str, tensor: str | None):
                 text = json.dumps(json.loads(text))  # parses
             assert code in text, (kind, fmt)
             assert message in text, (kind, fmt, text)
-    lines = "\n".join(annotations_for("/ck", "warn", (f,)))
-    assert f"title=ckpt-audit {code}::" in lines and message in lines
+        lines = "\n".join(document_annotations(doc))  # GitHub annotations; the step summary
+        assert f"title=ckpt-audit {code}::" in lines and message in lines, kind  # is Markdown
 
 
 @pytest.mark.parametrize("severity", [Severity.INFO, Severity.WARN, Severity.FAIL])

@@ -88,7 +88,9 @@ class GainStats:
     ``norm`` = ‖γ_eff‖₂; ``ratio`` = norm / √dim (= RMS of γ_eff); ``near_zero`` is the fraction
     of channels with |γ_eff| below the policy's ``near_zero`` threshold; ``extreme`` lists the
     channels farthest from the init value 1 as ``(index, value)``. Non-finite channels are counted
-    in ``nonfinite`` and make ``norm``/``ratio`` non-finite.
+    in ``nonfinite`` and make ``norm``/``ratio`` non-finite. ``spread`` = std / RMS of the finite
+    channels (0 for an all-equal gain, such as the all-ones init) and ``negative`` the fraction of
+    channels with γ_eff < 0 (channel signals, docs/METRICS.md); NaN when not computed.
     """
 
     dim: int
@@ -101,6 +103,8 @@ class GainStats:
     nonfinite: int
     near_zero: float
     extreme: tuple[tuple[int, float], ...]
+    spread: float = float("nan")
+    negative: float = float("nan")
 
 
 @dataclass(frozen=True)

@@ -15,21 +15,30 @@ if TYPE_CHECKING:
 
 def apply_baseline(results: Sequence[CheckpointResult], baseline_path: str | None,
                    policy: Any) -> tuple[CheckpointResult, ...]:
-    """Add ``baseline-drift``/``baseline-missing`` findings to every audited checkpoint."""
+    """Add ``baseline-drift``/``baseline-missing`` findings to every audited checkpoint, like
+    with like (:func:`ckpt_audit.runs.gate.run_baseline_findings`); ``results`` start with the
+    run's first audited checkpoint (it decides whether the run is from scratch)."""
     if not baseline_path:
         return tuple(results)
+    from ckpt_audit.core.signals import choose_start
     from ckpt_audit.runs.gate import (
-        baseline_findings,
         load_baseline,
         policy_baseline_roles,
         policy_max_drift,
+        run_baseline_findings,
     )
+    from ckpt_audit.runs.trend import snapshot_of
 
     base = load_baseline(baseline_path)
-    drift, roles = policy_max_drift(policy), policy_baseline_roles(policy)
-    return tuple(replace(r, extra=r.extra + baseline_findings(r.report, base, max_drift=drift,
-                                                              roles=roles))
-                 if r.report is not None else r for r in results)
+    audited = [snapshot_of(r) for r in results if r.report is not None]
+    start, _why = choose_start(audited[:1], policy.signals)
+    found = run_baseline_findings([r.report for r in results],
+                                  [r.checkpoint.step for r in results], base,
+                                  max_drift=policy_max_drift(policy),
+                                  roles=policy_baseline_roles(policy),
+                                  from_start=start is not None or
+                                  (bool(audited) and audited[0].step == 0))
+    return tuple(replace(r, extra=r.extra + f) for r, f in zip(results, found, strict=True))
 
 
 def result_gates(res: CheckpointResult, fail_on: Severity, incomplete: str) -> bool:

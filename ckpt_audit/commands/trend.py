@@ -36,7 +36,7 @@ DEFAULT_ROLES = ",".join(trend_rules.DEFAULT_ROLES)
 
 def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str | None = None,
               config: str | None = None, fail_on: FailOn = FailOn.FAIL,
-              incomplete: Incomplete = Incomplete.WARN, jump: float = 0.30,
+              incomplete: Incomplete = Incomplete.WARN, jump: float | None = None,
               roles: str = DEFAULT_ROLES, gains: str | None = None, plot: str | None = None,
               plot_size: str = "1000x600", baseline: str | None = None, settle: float = 0.0,
               github: bool | None = None, read: ReadOptions = ReadOptions(),
@@ -49,7 +49,7 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
     from ckpt_audit.runs.trend import build_trend, series
 
     def check_jump() -> None:
-        if jump <= 0:
+        if jump is not None and jump <= 0:
             raise CkptAuditError("--jump must be a positive fraction (0.3 = 30 %)")
 
     role_list, _, size, _ = _runs.check_all(
@@ -61,7 +61,8 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
     discovered = discover_run(run, settle=settle)
     results = audit_checkpoints(discovered.checkpoints, **read.audit_kwargs(policy))
     results = _runs.apply_baseline(results, baseline, policy)
-    trend = build_trend(run, results, roles=role_list, pattern=gains, jump=jump)
+    trend = build_trend(run, results, roles=role_list, pattern=gains, jump=jump,
+                        signals=policy.signals)
     if gains or roles != DEFAULT_ROLES:  # a filter the user asked for must match something
         _runs.require_match(f"--gains {gains!r}" if gains else f"--roles {roles}",
                             trend.tracked, results, by_role=gains is None)
@@ -89,9 +90,10 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         fail_on: FailOnOpt = FailOn.FAIL,
         incomplete: IncompleteOpt = Incomplete.WARN,
-        jump: Annotated[float, typer.Option(
+        jump: Annotated[float | None, typer.Option(
             "--jump", help="Alert when a ratio changes by more than this fraction between "
-                           "consecutive checkpoints.")] = 0.30,
+                           "consecutive checkpoints (default: the policy's [signals] jump, "
+                           "0.30).")] = None,
         roles: Annotated[str, typer.Option(
             "--roles", help="Roles to follow (comma list; 'all' for every gain).")] = DEFAULT_ROLES,
         gains: Annotated[str | None, typer.Option(

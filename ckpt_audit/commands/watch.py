@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -40,6 +41,21 @@ def _line(res) -> str:  # type: ignore[no-untyped-def]
                      ) + "\n"
 
 
+def _context(complete, ck, cache, kwargs):  # type: ignore[no-untyped-def]
+    """The run's first complete checkpoint and the one before ``ck``, audited (cached)."""
+    from ckpt_audit.runs.audit import audit_one
+
+    idx = next((i for i, c in enumerate(complete) if c.path == ck.path), 0)
+    picks = [c for c in {id(c): c for c in (complete[0], complete[idx - 1])}.values()
+             if c.step < ck.step] if idx > 0 else []
+    out = []
+    for c in sorted(picks, key=lambda c: c.step):
+        if c.path not in cache:
+            cache[c.path] = audit_one(c, **kwargs)
+        out.append(cache[c.path])
+    return out
+
+
 def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
               exit_on: ExitOn = ExitOn.NEVER, state: str | None = None,
               config: str | None = None, fmt: TableOrJson = TableOrJson.TABLE,
@@ -53,8 +69,9 @@ def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
     from ckpt_audit.report.findings import finding_to_dict
     from ckpt_audit.report.json_report import report_to_dict
     from ckpt_audit.report.junit import render_suites, run_suites
-    from ckpt_audit.runs.audit import audit_one
+    from ckpt_audit.runs.audit import CheckpointResult, audit_one
     from ckpt_audit.runs.discovery import Run, discover_run
+    from ckpt_audit.runs.trend import signals_at
     from ckpt_audit.runs.watch_state import (
         check_state_path,
         default_state_path,
@@ -78,6 +95,7 @@ def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
 
     threshold = {"warn": Severity.WARN, "fail": Severity.FAIL}.get(exit_on.value)
     session: list = []
+    cache: dict[str, CheckpointResult] = {}
     told_incomplete: set[tuple[str, tuple[str, ...]]] = set()
     polls = 0
     while True:
@@ -94,8 +112,15 @@ def run_watch(run: str, *, interval: float = 60.0, max_polls: int | None = None,
         todo = pending(discovered, st)
         if not todo:
             say(f"ckpt-audit watch: nothing new in {run} (poll {polls})")
+        complete = list(discovered.complete)
         for ck, fp in todo:
-            res = _runs.apply_baseline((audit_one(ck, **kwargs),), baseline, policy)[0]
+            # the run signals at this step (docs/SIGNALS.md) join the checkpoint's findings:
+            # watch has no run verdict, and a signal is what should stop the training run
+            context = _context(complete, ck, cache, kwargs)
+            res = _runs.apply_baseline((*context[:1], audit_one(ck, **kwargs)), baseline,
+                                       policy)[-1]
+            cache[ck.path] = res
+            res = replace(res, extra=res.extra + signals_at(context, res, policy.signals))
             session.append(res)
             if fmt is TableOrJson.JSON:
                 doc = {"schema": "ckpt-audit.watch/1", "run": run, "path": ck.path,

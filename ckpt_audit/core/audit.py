@@ -55,9 +55,7 @@ def band_message(rec: NormRecord, policy: Policy) -> str:
     s = rec.stats
     if rec.status is Status.NONFINITE:
         return f"{s.nonfinite} of {s.dim} channels are NaN or infinite"
-    lo, hi = policy.bands_for(rec.role).ranges()[rec.status]
-    band = (f"r < {lo if lo is not None else hi}" if lo is None
-            else f"r > {lo}" if hi is None else f"{lo} ≤ r ≤ {hi}")
+    band = policy.bands_for(rec.role).describe(rec.status)
     return (f"‖γ‖₂ = {_fmt(s.norm)} is {s.ratio:.3f}×√{s.dim} "
             f"(√{s.dim} = {math.sqrt(s.dim):.4g}): {rec.status.value} ({band})")
 

@@ -68,10 +68,73 @@ class Bands:
             Status.EXPLOSION: (self.growth, None),
         }
 
+    def describe(self, status: Status) -> str:
+        """The inequality :meth:`classify` applies for ``status`` (``0.4 ≤ r < 0.5`` for low)."""
+        c, lo, sh, no, gr = self.collapse, self.low, self.shrink, self.nominal, self.growth
+        return {Status.COLLAPSE: f"r < {c:g}", Status.LOW: f"{c:g} ≤ r < {lo:g}",
+                Status.SHRINK: f"{lo:g} ≤ r < {sh:g}", Status.NOMINAL: f"{sh:g} ≤ r ≤ {no:g}",
+                Status.GROWTH: f"{no:g} < r ≤ {gr:g}", Status.EXPLOSION: f"r > {gr:g}",
+                Status.NONFINITE: "non-finite"}[status]
+
     @property
     def healthy(self) -> tuple[float, float]:
         """The article's "healthy range": ``[collapse, growth]`` (= [0.4, 1.8] by default)."""
         return (self.collapse, self.growth)
+
+
+#: ``[signals]`` keys of the policy file, each a non-negative number (docs/SIGNALS.md).
+SIGNAL_KEYS = ("late_step", "far_from_init", "jump", "rate_warn", "rate_fail", "layer_rate_warn",
+               "layer_rate_fail", "together_median", "together_share", "together_spread",
+               "spread_rate_warn", "spread_rate_fail", "negative_warn", "negative_fail")
+
+
+@dataclass(frozen=True)
+class SignalPolicy:
+    """Thresholds of the run signals (``[signals]``; defaults = ``data/default_policy.toml``).
+
+    Rates are changes of a gain's ratio relative to the reference (the known start: 1) per 100
+    optimizer steps; see docs/SIGNALS.md for every definition. A test checks these defaults equal
+    the shipped file's.
+    """
+
+    late_step: float = 1000
+    far_from_init: float = 0.25
+    jump: float = 0.30
+    rate_warn: float = 0.25
+    rate_fail: float = 0.5
+    layer_rate_warn: float = 0.03
+    layer_rate_fail: float = 0.5
+    together_median: float = 0.95
+    together_share: float = 0.9
+    together_spread: float = 0.05
+    spread_rate_warn: float = 0.1
+    spread_rate_fail: float = 0.3
+    negative_warn: float = 0.05
+    negative_fail: float = 0.2
+
+
+def _numbers(obj: Any, keys: tuple[str, ...], where: str, what: str) -> dict[str, float]:
+    """The non-negative numbers of a table whose keys must be among ``keys``."""
+    if not isinstance(obj, dict):
+        raise PolicyError(f"{where} must be a table")
+    vals: dict[str, float] = {}
+    for k, v in obj.items():
+        if k not in keys:
+            raise PolicyError(f"{where}: unknown {what} {k!r} (known: {', '.join(keys)})")
+        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise PolicyError(f"{where}.{k} must be a non-negative number, not {v!r}")
+        vals[k] = float(v)
+    return vals
+
+
+def _signals(obj: Any) -> SignalPolicy:
+    sp = SignalPolicy(**_numbers(obj, SIGNAL_KEYS, "signals", "key"))
+    for lo, hi in (("rate_warn", "rate_fail"), ("layer_rate_warn", "layer_rate_fail"),
+                   ("spread_rate_warn", "spread_rate_fail"), ("negative_warn", "negative_fail")):
+        if getattr(sp, lo) > getattr(sp, hi):
+            raise PolicyError(f"signals: {lo} ({getattr(sp, lo)}) is above {hi} "
+                              f"({getattr(sp, hi)})")
+    return sp
 
 
 @dataclass(frozen=True)
@@ -85,6 +148,7 @@ class Policy:
     bands: Bands
     role_bands: dict[Role, Bands] = field(default_factory=dict)
     severity: dict[str, dict[Status, Severity]] = field(default_factory=dict)
+    signals: SignalPolicy = field(default_factory=SignalPolicy)
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def bands_for(self, role: Role) -> Bands:
@@ -115,15 +179,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bands(obj: Any, base: Bands, where: str) -> Bands:
-    if not isinstance(obj, dict):
-        raise PolicyError(f"{where} must be a table")
     vals = {k: getattr(base, k) for k in BAND_KEYS}
-    for k, v in obj.items():
-        if k not in BAND_KEYS:
-            raise PolicyError(f"{where}: unknown band {k!r} (known: {', '.join(BAND_KEYS)})")
-        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-            raise PolicyError(f"{where}.{k} must be a non-negative number, not {v!r}")
-        vals[k] = float(v)
+    vals.update(_numbers(obj, BAND_KEYS, where, "band"))
     edges = [vals[k] for k in BAND_KEYS]
     if edges != sorted(edges):
         raise PolicyError(f"{where}: edges must increase: " + ", ".join(
@@ -165,6 +222,7 @@ def policy_from_dict(data: dict[str, Any], source: str) -> Policy:
             if key != "default" and key not in {r.value for r in Role}:
                 raise PolicyError(f"severity: unknown role {key!r}")
             severity[key] = _severities(table, f"severity.{key}")
+        signals = _signals(data.get("signals", {}))
         near_zero = float(data.get("near_zero", 0.01))
         init_tol = float(data.get("init_tolerance", 0.01))
     except PolicyError as exc:
@@ -172,7 +230,7 @@ def policy_from_dict(data: dict[str, Any], source: str) -> Policy:
     except (TypeError, ValueError) as exc:
         raise PolicyError(f"bad value ({exc})", source) from None
     return Policy(str(data.get("name", Path(source).stem)), source, near_zero, init_tol, bands,
-                  role_bands, severity, data)
+                  role_bands, severity, signals, data)
 
 
 def default_policy_text() -> str:

@@ -8,7 +8,9 @@ for every stored dtype up to F32. Definitions (docs/METRICS.md):
 - ``mean``, ``std`` (population, ddof = 0), ``min``, ``max`` over finite channels;
 - ``nonfinite`` = number of NaN/±inf channels (then norm and ratio are NaN);
 - ``near_zero`` = fraction of channels with |γ_i| < threshold;
-- ``extreme`` = the channels farthest from the init value 1, as (index, γ_i).
+- ``extreme`` = the channels farthest from the init value 1, as (index, γ_i);
+- ``spread`` = std / RMS over finite channels (0 at the all-ones init; NaN when RMS is 0 or there
+  is no finite channel), and ``negative`` = fraction of channels with γ_i < 0: the channel signals.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def gain_stats(values: np.ndarray, convention: Convention, near_zero: float = 0.
     n = int(g.size)
     if n == 0:
         nan = float("nan")
-        return GainStats(0, nan, nan, nan, nan, nan, nan, 0, 0.0, ())
+        return GainStats(0, nan, nan, nan, nan, nan, nan, 0, 0.0, (), nan, 0.0)
     finite = np.isfinite(g)
     nonfinite = int(n - int(finite.sum()))
     gf = g[finite]
@@ -54,8 +56,18 @@ def gain_stats(values: np.ndarray, convention: Convention, near_zero: float = 0.
     else:
         mean = std = lo = hi = float("nan")
     near = float(np.count_nonzero(np.abs(gf) < near_zero)) / n
+    negative = float(np.count_nonzero(gf < 0)) / n
     extreme = _extreme(g, -np.where(finite, np.abs(g - 1.0), np.inf))
-    return GainStats(n, norm, ratio, lo, hi, mean, std, nonfinite, near, extreme)
+    return GainStats(n, norm, ratio, lo, hi, mean, std, nonfinite, near, extreme,
+                     channel_spread(std, gf), negative)
+
+
+def channel_spread(std: float, finite: np.ndarray) -> float:
+    """std / RMS of the finite channels ``finite`` (NaN when their RMS is 0 or there are none)."""
+    if not finite.size:
+        return float("nan")
+    rms = math.sqrt(math.fsum((finite * finite).tolist()) / finite.size)
+    return std / rms if rms > 0 else float("nan")
 
 
 def _extreme(g: np.ndarray, neg_dev: np.ndarray) -> tuple[tuple[int, float], ...]:
@@ -134,12 +146,15 @@ def _batch_stats(gains: dict[str, np.ndarray], near_zero: float) -> dict[str, Ga
     dev2 = (g_all - np.repeat(means, sizes)) ** 2
     neg_dev = -np.abs(g_all - 1.0)
     near = np.add.reduceat((np.abs(g_all) < near_zero).astype(np.int64), starts).tolist()
+    negative = np.add.reduceat((g_all < 0).astype(np.int64), starts).tolist()
     out: dict[str, GainStats] = {}
     for i, name in enumerate(names):
         a, b, n = int(starts[i]), int(stops[i]), int(sizes[i])
         g = g_all[a:b]
         norm = math.sqrt(sum_sq[i])
         std = math.sqrt(float(np.mean(dev2[a:b])))
+        rms = math.sqrt(sum_sq[i] / n)  # channel_spread's RMS: every channel is finite here
         out[name] = GainStats(n, norm, norm / math.sqrt(n), float(g.min()), float(g.max()),
-                              means[i], std, 0, float(near[i]) / n, _extreme(g, neg_dev[a:b]))
+                              means[i], std, 0, float(near[i]) / n, _extreme(g, neg_dev[a:b]),
+                              std / rms if rms > 0 else float("nan"), float(negative[i]) / n)
     return out

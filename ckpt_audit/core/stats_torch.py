@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ckpt_audit.core.stats import EXTREME_COUNT, effective_gain
+from ckpt_audit.core.stats import EXTREME_COUNT, channel_spread, effective_gain
 from ckpt_audit.errors import CkptAuditError
 from ckpt_audit.records import Convention, GainStats
 
@@ -62,11 +62,13 @@ def gain_stats_torch(values: dict[str, np.ndarray], convs: dict[str, Convention]
         gf = g[np.isfinite(g)]
         dev = np.where(np.isfinite(g), np.abs(g - 1.0), np.inf)
         order = np.lexsort((np.arange(n), -dev))[: min(EXTREME_COUNT, n)]
+        std = math.sqrt(float(var_c[i]) / max(gf.size, 1))
         out[name] = GainStats(
             n, norm, norm / math.sqrt(n) if n else float("nan"),
             float(gf.min()) if gf.size else float("nan"),
             float(gf.max()) if gf.size else float("nan"),
-            float(mean_c[i]), math.sqrt(float(var_c[i]) / max(gf.size, 1)), nonfinite,
+            float(mean_c[i]), std, nonfinite,
             float(near_c[i]) / n, tuple((int(j), float(g[j])) for j in order),
+            channel_spread(std, gf), float(np.count_nonzero(gf < 0)) / n if n else 0.0,
         )
     return out

@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ckpt_audit.records import Convention, Role, Severity, Status, TensorInfo
+from ckpt_audit.core.signals import GainPoint, Snapshot, choose_start, out_of_band, step_findings
+from ckpt_audit.records import Convention, Finding, Role, Severity, Status, TensorInfo
 
 _WRAPPERS = ("module.", "_orig_mod.", "_forward_module.", "_fsdp_wrapped_module.")
 _TORCH_DTYPES = {"torch.float32": "F32", "torch.bfloat16": "BF16", "torch.float16": "F16",
@@ -53,11 +54,16 @@ class GainReading:
     ratio: float
     status: Status
     severity: Severity
+    spread: float = 0.0
+    negative: float = 0.0
 
     @property
     def out_of_band(self) -> bool:
-        """The policy gives it severity warn or fail (the same rule as the audit's verdict)."""
-        return self.severity.rank >= Severity.WARN.rank
+        """:func:`ckpt_audit.core.signals.out_of_band`, the rule ``trend`` uses."""
+        return out_of_band(self.severity, self.status)
+
+    def point(self) -> GainPoint:
+        return GainPoint(self.name, self.role, self.layer, self.ratio, self.spread, self.negative)
 
 
 def _strip_wrappers(name: str) -> str:
@@ -126,7 +132,8 @@ def read_gains(module: Any, *, policy: Any = None, convention: Convention | None
         status, severity = pol.classify(st.ratio, role)
         if st.nonfinite:
             status, severity = Status.NONFINITE, Severity.FAIL
-        out.append(GainReading(name, role, layer, st.dim, st.norm, st.ratio, status, severity))
+        out.append(GainReading(name, role, layer, st.dim, st.norm, st.ratio, status, severity,
+                               st.spread, st.negative))
     return out
 
 
@@ -161,8 +168,12 @@ class GainMonitor:
 
     ``every``: measure every N steps (and at step 0). ``on_violation``: ``warn`` (a
     :class:`GainBandWarning`), ``raise`` (:class:`GainOutOfBandError`) or ``ignore`` when a gain is
-    out of band. ``init_check``: ``raise`` (:class:`InitNormError`), ``warn`` or ``off`` for the
-    step-0 check. ``log_roles``: roles logged gain by gain (others as min/max only).
+    out of band or a run signal fires (the signals of ``trend``:
+    :func:`ckpt_audit.core.signals.step_findings` against the previous measurement, the first
+    measurement being compared with the known start). ``init_check``: ``raise``
+    (:class:`InitNormError`), ``warn`` or ``off`` for the step-0 check. ``log_roles``: roles
+    logged gain by gain (others as min/max only). ``findings`` keeps ``(step, Finding)`` of every
+    signal at warn or above.
     """
 
     def __init__(self, policy: Any = None, *, every: int = 100, on_violation: str = "warn",
@@ -179,6 +190,9 @@ class GainMonitor:
         self.init_check, self.init_tol, self.log_roles = init_check, init_tol, log_roles
         self.prefix, self.convention = prefix, convention
         self.history: list[tuple[int, list[GainReading]]] = []
+        self.findings: list[tuple[int, Finding]] = []
+        self._prev: Snapshot | None = None
+        self._reference: Snapshot | None = None
 
     def due(self, step: int) -> bool:
         return step == 0 or step % self.every == 0
@@ -197,13 +211,36 @@ class GainMonitor:
             warnings.warn(msg, GainBandWarning, stacklevel=2)
         return readings
 
+    def signals(self, readings: list[GainReading], step: int) -> tuple[Finding, ...]:
+        """The run signals of this measurement (the same function ``trend`` uses)."""
+        from ckpt_audit.core.policy import load_policy
+
+        if self.policy is None:
+            self.policy = load_policy(None)
+        sp = self.policy.signals
+        snap = Snapshot.of(step, (r.point() for r in readings))
+        prev = self._prev
+        if prev is None:
+            prev, _why = choose_start([snap], sp)
+            self._reference = prev if prev is not None else snap
+        self._prev = snap
+        if prev is None or self._reference is None:
+            return ()
+        names = [r.name for r in readings if r.role.value in self.log_roles
+                 or "all" in self.log_roles]
+        return tuple(f for f in step_findings(prev, snap, self._reference, sp, jump_names=names)
+                     if f.severity.rank >= Severity.WARN.rank)
+
     def evaluate(self, readings: list[GainReading], step: int) -> dict[str, float]:
-        """Record ``readings``, act on out-of-band gains, return the metrics to log."""
+        """Record ``readings``, act on out-of-band gains and signals, return the metrics to log."""
         self.history.append((step, readings))
-        out = [r for r in readings if r.out_of_band]
+        found = self.signals(readings, step)
+        self.findings += [(step, f) for f in found]
+        out = [f"{r.name} ratio {r.ratio:.3f} ({r.status.value}, {r.severity.value})"
+               for r in readings if r.out_of_band]
+        out += [f"[{f.severity.value}] {f.code} {f.tensor}: {f.message}" for f in found]
         if out and self.on_violation != "ignore":
-            msg = f"step {step}: gain(s) out of band: " + "; ".join(
-                f"{r.name} ratio {r.ratio:.3f} ({r.status.value}, {r.severity.value})" for r in out)
+            msg = f"step {step}: gain(s) out of band or run signal: " + "; ".join(out)
             if self.on_violation == "raise":
                 raise GainOutOfBandError(msg)
             warnings.warn(msg, GainBandWarning, stacklevel=3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ckpt_audit.records import AuditReport, NormRecord
@@ -45,6 +46,7 @@ def norm_to_dict(rec: NormRecord) -> dict[str, Any]:
         "ratio": _num(s.ratio), "min": _num(s.min), "max": _num(s.max), "mean": _num(s.mean),
         "std": _num(s.std), "nonfinite": s.nonfinite, "near_zero": s.near_zero,
         "extreme": [[i, _num(v)] for i, v in s.extreme],
+        "spread": _num(s.spread), "negative": _num(s.negative),
         "status": rec.status.value, "severity": rec.severity.value,
     }
 
@@ -81,8 +83,10 @@ def render_json(report: AuditReport) -> str:
 
 
 def checkpoint_to_dict(res: CheckpointResult, tracked: tuple[str, ...],
-                       prev: dict[str, float]) -> dict[str, Any]:
-    """One checkpoint of a trend; ``prev`` (updated) holds each gain's last finite ratio."""
+                       prev: dict[str, float], trend: Trend | None = None) -> dict[str, Any]:
+    """One checkpoint of a trend; ``prev`` (updated) holds each gain's last finite ratio.
+
+    With ``trend``: each gain's ``rate`` and the checkpoint's ``layers`` (docs/SIGNALS.md)."""
     gains: dict[str, Any] = {}
     for name in tracked:
         rec = res.gains().get(name)
@@ -92,14 +96,21 @@ def checkpoint_to_dict(res: CheckpointResult, tracked: tuple[str, ...],
         change = (ratio / prev[name] - 1.0) if name in prev and prev[name] else None
         gains[name] = {"role": rec.role.value, "layer": rec.layer, "ratio": _num(ratio),
                        "norm": _num(rec.stats.norm), "status": rec.status.value,
-                       "severity": rec.severity.value, "change": _num(change)}
+                       "severity": rec.severity.value, "change": _num(change),
+                       "spread": _num(rec.stats.spread), "negative": _num(rec.stats.negative),
+                       "rate": _num(trend.rate(res.checkpoint.step, name))
+                       if trend is not None and res.report is not None else None}
         if math.isfinite(ratio):
             prev[name] = ratio
+    col = trend.collective(trend.point(res.checkpoint.step)) \
+        if trend is not None and res.report is not None else None
     return {
         "path": res.checkpoint.path, "name": res.checkpoint.name, "step": res.checkpoint.step,
         "layout": res.checkpoint.layout, "verdict": res.verdict,
         "final_ratio": _num(res.final_ratio), "complete": res.checkpoint.complete,
         "problems": list(res.checkpoint.problems), "error": res.error, "gains": gains,
+        "layers": {"count": col.count, "median": _num(col.median), "spread": _num(col.spread),
+                   "shrinking": col.shrinking} if col else None,
         "findings": [finding_to_dict(f) for f in res.findings],
     }
 
@@ -107,10 +118,18 @@ def checkpoint_to_dict(res: CheckpointResult, tracked: tuple[str, ...],
 def trend_to_dict(trend: Trend) -> dict[str, Any]:
     """The ``ckpt-audit.trend/1`` document."""
     prev: dict[str, float] = {}
+    if trend.start is not None:  # the first checkpoint's change is against the known start
+        prev = {n: g.ratio for n, g in trend.start.gains.items() if math.isfinite(g.ratio)}
+    ref = trend.reference
     return {
         "schema": TREND_SCHEMA, "run": trend.run, "verdict": trend.verdict,
         "tracked": list(trend.tracked),
-        "checkpoints": [checkpoint_to_dict(r, trend.tracked, prev) for r in trend.results],
+        "reference": {"kind": trend.reference_kind, "label": ref.name if ref else None,
+                      "step": ref.step if ref else None, "note": trend.reference_note},
+        "signal_thresholds": asdict(trend.signals),
+        "checkpoints": [checkpoint_to_dict(r, trend.tracked, prev, trend)
+                        for r in trend.results],
+        "signals": [{"step": s, **finding_to_dict(f)} for s, f in trend.signal_steps],
         "first_out_of_band": dict(trend.first_out_of_band),
         "jump_threshold": trend.jump_threshold,
         "jumps": [{"name": j.name, "step_from": j.step_from, "step_to": j.step_to,

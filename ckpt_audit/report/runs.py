@@ -48,6 +48,7 @@ def print_trend(trend: Trend, con: Console) -> None:
     tracked gain with its sparkline, range, first step out of band; then jumps."""
     con.print(Text.assemble(("ckpt-audit trend ", "bold"), trend.run, "  ",
                             (trend.verdict.upper(), VERDICT_STYLE.get(trend.verdict, ""))))
+    con.print(Text(trend.reference_note))
     shown = trend.tracked[:MAX_GAIN_COLUMNS]
     cols = [Column("step", "number", "right"), Column("checkpoint", "name"), Column("verdict")]
     cols += [Column(elide(name.removesuffix(".weight"), 24), "number", "right",
@@ -55,6 +56,7 @@ def print_trend(trend: Trend, con: Console) -> None:
     more = len(trend.tracked) > len(shown)
     if more:
         cols.append(Column("others out of band", "number", "right", 20))
+    cols.append(Column("layers median/spread", "number", "right", 5))
     for res in trend.results:
         cells: list[str | Text] = [str(res.checkpoint.step), res.checkpoint.name,
                                    Text(res.verdict, style=VERDICT_STYLE.get(res.verdict, ""))]
@@ -65,6 +67,8 @@ def print_trend(trend: Trend, con: Console) -> None:
         if more:
             rest = [gains[n] for n in trend.tracked[len(shown):] if n in gains]
             cells.append(f"{sum(out_of_band(r) for r in rest)} of {len(rest)}" if rest else "—")
+        col = trend.collective(trend.point(res.checkpoint.step)) if res.report else None
+        cells.append(f"{col.median:.3f}/{col.spread:.3f}" if col else "—")
         add_row(cols, *cells)
     con.print(fit_table(cols, con.width, title="Checkpoints", title_justify="left"))
     for res in trend.results:
@@ -88,6 +92,17 @@ def print_trend(trend: Trend, con: Console) -> None:
                 Text(f"step {first}", style="bold red") if first is not None else "never")
     con.print(fit_table(cols, con.width, title="Gains over the run (▁ lowest … █ highest ratio)",
                         title_justify="left"))
+    channels = [Column("gain", "name"), Column("spread", "number", "right"),
+                Column("negative", "number", "right")]
+    for name in trend.tracked:
+        rec = next((r.gains()[name] for r in reversed(trend.results) if name in r.gains()), None)
+        if rec is not None:
+            neg = rec.stats.negative
+            add_row(channels, name, _r(rec.stats.spread),
+                    f"{neg:.1%}" if math.isfinite(neg) else "—")
+    if channels[0].cells:
+        con.print(fit_table(channels, con.width, title="Channels at the last checkpoint "
+                            "(std/RMS, share negative)", title_justify="left"))
     print_findings(trend.findings, con)
     print_checkpoint_findings(trend.results, con)
 
@@ -116,7 +131,8 @@ def markdown_findings(results: Sequence[CheckpointResult]) -> list[str]:
 
 def trend_markdown(trend: Trend) -> str:
     """A Markdown summary (GitHub step summary) of a trend."""
-    lines = [f"## ckpt-audit trend: `{trend.run}` — **{trend.verdict.upper()}**", ""]
+    lines = [f"## ckpt-audit trend: `{trend.run}` — **{trend.verdict.upper()}**", "",
+             _md(trend.reference_note), ""]
     head = ["step", "checkpoint", "verdict", *[f"`{n}`" for n in trend.tracked]]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for res in trend.results:

@@ -6,8 +6,12 @@ Pure functions returning findings; their renderings (GitHub annotations, JUnit) 
 Baseline drift (docs/RUNS.md): for every gain of a role in ``roles`` present in the known-good
 report, ``drift = |ratio / ratio_baseline − 1|``; a drift above ``max_drift`` is a
 ``baseline-drift`` finding of severity ``fail``, and a gain of the baseline missing from the new
-checkpoint is a ``baseline-missing`` failure. Both knobs live in the policy TOML, in a table the
-audit core ignores::
+checkpoint is a ``baseline-missing`` failure. On a run, like is compared with like
+(:func:`run_baseline_findings`): a baseline *run* (``trend --format json``) is compared step by
+step, at the steps both have; a baseline *checkpoint* (``audit --format json``) is the end point of
+a healthy run, so a from-scratch run's checkpoint is within budget anywhere between the known
+start (ratio 1) and the baseline's ratio, widened by ``max_drift`` on both sides. Both knobs live
+in the policy TOML, in a table the audit core ignores::
 
     [baseline]
     max_drift = 0.10            # allowed relative change of a gain's ratio
@@ -21,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ckpt_audit.errors import FormatError, PolicyError
@@ -42,28 +46,54 @@ class BaselineGain:
 
 @dataclass(frozen=True)
 class Baseline:
-    """The gains of a known-good ``ckpt-audit.audit/1`` report."""
+    """The gains of a known-good ``ckpt-audit.audit/1`` report (``steps`` empty), or of every
+    checkpoint of a known-good run's ``ckpt-audit.trend/1`` report (``steps``: step → gains)."""
 
     source: str
     checkpoint: str
     gains: Mapping[str, BaselineGain]
+    steps: Mapping[int, Mapping[str, BaselineGain]] = field(default_factory=dict)
+
+    @property
+    def is_run(self) -> bool:
+        return bool(self.steps)
 
 
-def parse_baseline(data: Any, source: str) -> Baseline:
-    """A :class:`Baseline` from a parsed audit report (:class:`FormatError` names ``source``)."""
-    if not isinstance(data, dict) or data.get("schema") != "ckpt-audit.audit/1":
-        raise FormatError("not a ckpt-audit audit report (expected \"schema\": "
-                          "\"ckpt-audit.audit/1\"; write one with `ckpt-audit audit CKPT "
-                          "--format json --output FILE`)", source)
+def _gains(items: Any, source: str) -> dict[str, BaselineGain]:
     gains: dict[str, BaselineGain] = {}
-    for item in data.get("norms") or []:
+    for item in items:
         try:
             name, role, ratio = str(item["name"]), str(item["role"]), item["ratio"]
         except (KeyError, TypeError):
-            raise FormatError("a norms entry lacks name/role/ratio", source) from None
-        if isinstance(ratio, (int, float)) and math.isfinite(ratio):
+            raise FormatError("a gains entry lacks name/role/ratio", source) from None
+        if isinstance(ratio, (int, float)) and not isinstance(ratio, bool) \
+                and math.isfinite(ratio):
             gains[name] = BaselineGain(name, role, float(ratio))
-    return Baseline(source, str(data.get("checkpoint", "")), gains)
+    return gains
+
+
+def parse_baseline(data: Any, source: str) -> Baseline:
+    """A :class:`Baseline` from a parsed audit or trend report (errors name ``source``)."""
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema == "ckpt-audit.trend/1":
+        steps: dict[int, dict[str, BaselineGain]] = {}
+        for c in data.get("checkpoints") or []:
+            if not isinstance(c, dict) or not isinstance(c.get("gains"), dict) \
+                    or not isinstance(c.get("step"), int):
+                raise FormatError("a checkpoints entry lacks step/gains", source)
+            if c["gains"]:
+                steps[c["step"]] = _gains(({"name": k, **v} if isinstance(v, dict) else None
+                                           for k, v in c["gains"].items()), source)
+        if not steps:
+            raise FormatError("the baseline run has no audited checkpoint", source)
+        last = max(steps)
+        return Baseline(source, str(data.get("run", "")), steps[last], steps)
+    if schema != "ckpt-audit.audit/1":
+        raise FormatError("not a ckpt-audit audit or trend report (expected \"schema\": "
+                          "\"ckpt-audit.audit/1\" or \"ckpt-audit.trend/1\"; write one with "
+                          "`ckpt-audit audit CKPT --format json --output FILE`)", source)
+    return Baseline(source, str(data.get("checkpoint", "")),
+                    _gains(data.get("norms") or [], source))
 
 
 def load_baseline(path: str) -> Baseline:
@@ -106,33 +136,75 @@ def policy_baseline_roles(policy: Any) -> tuple[str, ...]:
     return tuple(roles)
 
 
-def baseline_findings(report: AuditReport, baseline: Baseline, *, max_drift: float,
-                      roles: Sequence[str] = DEFAULT_BASELINE_ROLES) -> tuple[Finding, ...]:
-    """Failing findings for gains that moved more than ``max_drift`` from the baseline."""
+def baseline_findings(report: AuditReport, baseline: Baseline | Mapping[str, BaselineGain], *,
+                      max_drift: float, roles: Sequence[str] = DEFAULT_BASELINE_ROLES,
+                      from_start: bool = False, source: str | None = None,
+                      what: str = "baseline") -> tuple[Finding, ...]:
+    """Failing findings for gains that moved more than ``max_drift`` from the baseline.
+
+    ``from_start``: the budget is the interval between the known start (1) and the baseline's
+    ratio, widened by ``max_drift`` (relative) on both sides, instead of ±``max_drift`` around it.
+    """
+    gains = baseline.gains if isinstance(baseline, Baseline) else baseline
+    src = source or (baseline.source if isinstance(baseline, Baseline) else "baseline")
     current = {r.name: r for r in report.norms}
     out: list[Finding] = []
-    for name, base in baseline.gains.items():
+    for name, base in gains.items():
         if "all" not in roles and base.role not in roles:
             continue
         rec = current.get(name)
         if rec is None:
             out.append(Finding(Severity.FAIL, "baseline-missing", name,
-                               f"in the baseline ({baseline.source}) but not in this checkpoint"))
+                               f"in the {what} ({src}) but not in this checkpoint"))
             continue
         ratio = rec.stats.ratio
-        drift = abs(ratio / base.ratio - 1.0) if base.ratio else math.inf
-        if not math.isfinite(ratio) or drift > max_drift:
+        lo, hi = (min(1.0, base.ratio), max(1.0, base.ratio)) if from_start else \
+            (base.ratio, base.ratio)
+        lo, hi = lo * (1.0 - max_drift), hi * (1.0 + max_drift)
+        if not math.isfinite(ratio) or not lo <= ratio <= hi:
+            drift = abs(ratio / base.ratio - 1.0) if base.ratio else math.inf
+            budget = (f"outside the budget [{lo:.4f}, {hi:.4f}] between the known start (1) and "
+                      f"the {what}, ±{max_drift:.0%}" if from_start
+                      else f"moved {drift:.1%}, more than the {max_drift:.0%} allowed")
             out.append(Finding(Severity.FAIL, "baseline-drift", name,
-                               f"ratio {ratio:.4f} vs baseline {base.ratio:.4f}: moved "
-                               f"{drift:.1%}, more than the {max_drift:.0%} allowed"))
+                               f"ratio {ratio:.4f} vs {what} {base.ratio:.4f}: {budget}"))
     return tuple(out)
+
+
+def run_baseline_findings(reports: Sequence[AuditReport | None], steps: Sequence[int],
+                          baseline: Baseline, *, max_drift: float,
+                          roles: Sequence[str] = DEFAULT_BASELINE_ROLES,
+                          from_start: bool) -> list[tuple[Finding, ...]]:
+    """Like with like, for each checkpoint of a run (``None``: not audited, no findings).
+
+    A baseline run: the baseline's checkpoint at the same step (none at that step: no
+    comparison). A baseline checkpoint: the budget from the known start to it when the run is
+    from scratch (``from_start``), else ±``max_drift`` around it.
+    """
+    out: list[tuple[Finding, ...]] = []
+    for report, step in zip(reports, steps, strict=True):
+        if report is None:
+            out.append(())
+        elif baseline.is_run:
+            same = baseline.steps.get(step)
+            out.append(baseline_findings(report, same, max_drift=max_drift, roles=roles,
+                                         source=f"{baseline.source} step {step}",
+                                         what="baseline run at the same step")
+                       if same is not None else ())
+        else:
+            out.append(baseline_findings(report, baseline, max_drift=max_drift, roles=roles,
+                                         from_start=from_start))
+    return out
 
 
 def with_baseline(report: AuditReport, baseline_path: str, policy: Any) -> AuditReport:
     """``report`` with the baseline findings added (for ``ckpt-audit audit --baseline FILE``)."""
     from dataclasses import replace
 
-    found = baseline_findings(report, load_baseline(baseline_path),
-                              max_drift=policy_max_drift(policy),
+    baseline = load_baseline(baseline_path)
+    if baseline.is_run:
+        raise FormatError("a run's trend report is a baseline for `trend`/`watch` (step by "
+                          "step); for one checkpoint give an audit report", baseline_path)
+    found = baseline_findings(report, baseline, max_drift=policy_max_drift(policy),
                               roles=policy_baseline_roles(policy))
     return replace(report, findings=report.findings + found)

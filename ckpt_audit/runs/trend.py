@@ -1,17 +1,18 @@
-"""Trends over a run: each tracked gain's ratio per checkpoint, when it left its band, sudden jumps.
+"""Trends over a run: each tracked gain's ratio per checkpoint, when it left its band, signals.
 
 Everything here is a pure function of the :class:`~ckpt_audit.runs.audit.CheckpointResult` tuple
-that
-auditing a run produced. Definitions (docs/RUNS.md repeats them):
+that auditing a run produced; the signals themselves (known start, jumps, rates, gains shrinking
+together, channel spread) are :func:`ckpt_audit.core.signals.step_findings`, the one definition
+``watch`` and the training-time monitor share. Definitions (docs/RUNS.md, docs/SIGNALS.md):
 
 - *ratio*: the audit's ‖γ_eff‖₂ / √n of the gain (``NormRecord.stats.ratio``).
-- *out of band*: the policy gives the gain severity ``warn`` or ``fail``, or its status is one of
-  ``collapse``, ``low``, ``explosion``, ``nonfinite`` (so informational roles are followed too).
+- *out of band*: :func:`ckpt_audit.core.signals.out_of_band`.
 - *first out of band*: the step of the first complete, audited checkpoint where a gain was out of
   band (it may have come back later; the JSON keeps the first step only).
-- *change*: ``ratio_b / ratio_a − 1`` between consecutive audited checkpoints that both have the
-  gain; a *jump* is a change whose absolute value exceeds the threshold (default 0.30, i.e. 30 %
-  between two checkpoints).
+- *reference*: the known start (a virtual step-0 point, every gain 1) for a from-scratch run, a
+  reference checkpoint when one is given, else the first audited checkpoint.
+- *change*: ``ratio_b / ratio_a − 1`` between consecutive points (the reference first); a *jump*
+  is a change whose absolute value exceeds the threshold (policy ``[signals] jump``, 0.30).
 """
 
 from __future__ import annotations
@@ -20,28 +21,28 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ckpt_audit.records import Finding, NormRecord, Severity, Status, Verdict, verdict_of
+from ckpt_audit.core.policy import SignalPolicy
+from ckpt_audit.core.signals import (
+    SIGNAL_CODES,
+    Collective,
+    GainPoint,
+    Jump,
+    Snapshot,
+    choose_start,
+    collective,
+    gain_rate,
+    jumps_between,
+    run_findings,
+)
+from ckpt_audit.core.signals import out_of_band as _out_of_band
+from ckpt_audit.records import Finding, NormRecord, Severity, Verdict, verdict_of
 from ckpt_audit.runs.audit import CheckpointResult, tracked_names
 
-DEFAULT_JUMP = 0.30
 DEFAULT_ROLES = ("final", "mtp")
-_OUT_STATUSES = {Status.COLLAPSE, Status.LOW, Status.EXPLOSION, Status.NONFINITE}
 _SPARK = "▁▂▃▄▅▆▇█"
 
-
-@dataclass(frozen=True)
-class Jump:
-    """A sudden change of one gain's ratio between two consecutive audited checkpoints."""
-
-    name: str
-    step_from: int
-    step_to: int
-    ratio_from: float
-    ratio_to: float
-
-    @property
-    def change(self) -> float:
-        return self.ratio_to / self.ratio_from - 1.0 if self.ratio_from else math.inf
+__all__ = ["SIGNAL_CODES", "Jump", "Trend", "build_trend", "gain_rate", "out_of_band", "series",
+           "snapshot_of", "sparkline"]
 
 
 @dataclass(frozen=True)
@@ -54,19 +55,63 @@ class Trend:
     first_out_of_band: dict[str, int] = field(hash=False)
     jumps: tuple[Jump, ...]
     jump_threshold: float
-    #: Findings about the run as a whole (``trend-jump``): they count in the run's verdict, not
-    #: in a checkpoint's, whose verdict is the same whatever the command (its audit + baseline).
+    #: Findings about the run as a whole (the run signals, ``trend-jump`` among them): they count
+    #: in the run's verdict, not in a checkpoint's, whose verdict is the same whatever the
+    #: command (its audit + baseline). ``signal_steps`` says at which step each one fired.
     findings: tuple[Finding, ...] = ()
+    signal_steps: tuple[tuple[int, Finding], ...] = ()
+    points: tuple[Snapshot, ...] = ()
+    start: Snapshot | None = None
+    reference: Snapshot | None = None
+    reference_note: str = ""
+    signals: SignalPolicy = field(default_factory=SignalPolicy)
 
     @property
     def verdict(self) -> Verdict:
         """Worst of the checkpoints' verdicts and the run's own findings."""
         return Verdict.worst([*(r.verdict for r in self.results), verdict_of(self.findings)])
 
+    @property
+    def reference_kind(self) -> str:
+        """``known-start``, ``checkpoint`` (given), ``first-checkpoint`` or ``none``."""
+        if self.reference is None:
+            return "none"
+        if self.start is None:
+            return "first-checkpoint"
+        return "known-start" if self.start.label.startswith("known start") else "checkpoint"
+
+    def previous(self, step: int) -> Snapshot | None:
+        """The point before the audited checkpoint at ``step`` (``start`` for the first)."""
+        prev = self.start
+        for p in self.points:
+            if p.step == step:
+                return prev
+            prev = p
+        return None
+
+    def point(self, step: int) -> Snapshot | None:
+        return next((p for p in self.points if p.step == step), None)
+
+    def collective(self, point: Snapshot | None) -> Collective | None:
+        return collective(point, self.reference) if point and self.reference else None
+
+    def rate(self, step: int, name: str) -> float | None:
+        """The gain's rate per 100 steps into the checkpoint at ``step`` (docs/SIGNALS.md)."""
+        point, before = self.point(step), self.previous(step)
+        if point is None or before is None or self.reference is None:
+            return None
+        return gain_rate(before, point, self.reference, name)
+
 
 def out_of_band(rec: NormRecord) -> bool:
-    """Whether a gain is outside its band (see the module docstring)."""
-    return rec.severity.rank >= Severity.WARN.rank or rec.status in _OUT_STATUSES
+    """Whether an audited gain is outside its band (:func:`ckpt_audit.core.signals.out_of_band`)."""
+    return _out_of_band(rec.severity, rec.status)
+
+
+def snapshot_of(res: CheckpointResult) -> Snapshot:
+    """Every audited gain of one checkpoint as a signals :class:`Snapshot`."""
+    return Snapshot.of(res.checkpoint.step, (GainPoint.of(r) for r in res.gains().values()),
+                       f"step {res.checkpoint.step}")
 
 
 def series(results: Sequence[CheckpointResult], name: str) -> list[tuple[int, float | None]]:
@@ -76,23 +121,6 @@ def series(results: Sequence[CheckpointResult], name: str) -> list[tuple[int, fl
         rec = res.gains().get(name)
         out.append((res.checkpoint.step, rec.stats.ratio if rec else None))
     return out
-
-
-def find_jumps(results: Sequence[CheckpointResult], names: Sequence[str],
-               threshold: float) -> tuple[Jump, ...]:
-    """Changes between consecutive checkpoints above ``threshold`` (relative), in step order."""
-    jumps: list[Jump] = []
-    for name in names:
-        prev: tuple[int, float] | None = None
-        for step, ratio in series(results, name):
-            if ratio is None or not math.isfinite(ratio):
-                continue
-            if prev is not None:
-                jump = Jump(name, prev[0], step, prev[1], ratio)
-                if abs(jump.change) > threshold:
-                    jumps.append(jump)
-            prev = (step, ratio)
-    return tuple(sorted(jumps, key=lambda j: (j.step_to, j.name)))
 
 
 def first_out_of_band(results: Sequence[CheckpointResult],
@@ -108,17 +136,43 @@ def first_out_of_band(results: Sequence[CheckpointResult],
 
 def build_trend(run: str, results: Sequence[CheckpointResult], *,
                 roles: Sequence[str] = DEFAULT_ROLES, pattern: str | None = None,
-                jump: float = DEFAULT_JUMP,
-                jump_severity: Severity = Severity.WARN) -> Trend:
-    """Assemble a :class:`Trend`; each jump is a ``trend-jump`` finding of the run."""
-    names = tracked_names(results, roles, pattern)
-    jumps = find_jumps(results, names, jump)
-    found = tuple(Finding(jump_severity, "trend-jump", j.name,
-                          f"ratio changed {j.change:+.1%} between steps {j.step_from} and "
-                          f"{j.step_to} ({j.ratio_from:.3f} -> {j.ratio_to:.3f}; alert above "
-                          f"{jump:.0%})") for j in jumps)
+                jump: float | None = None, jump_severity: Severity = Severity.WARN,
+                signals: SignalPolicy | None = None,
+                reference: Snapshot | None = None) -> Trend:
+    """Assemble a :class:`Trend`; every run signal is a finding of the run (with its step).
+
+    ``jump`` overrides the policy's ``[signals] jump``; ``reference`` is a reference checkpoint
+    (for a run that starts from a trained model); without one, :func:`choose_start` decides.
+    """
+    sp = signals if signals is not None else SignalPolicy()
+    threshold = sp.jump if jump is None else jump
     results = tuple(results)
-    return Trend(run, results, names, first_out_of_band(results, names), jumps, jump, found)
+    names = tracked_names(results, roles, pattern)
+    points = tuple(snapshot_of(r) for r in results if r.report is not None)
+    start, note = choose_start(points, sp, reference)
+    ref = start if start is not None else (points[0] if points else None)
+    found = run_findings(points, start, sp, jump_names=names, jump=threshold,
+                         jump_severity=jump_severity)
+    steps = tuple((p.step, f) for p, fs in zip(points, found, strict=True) for f in fs)
+    jumps: list[Jump] = []
+    prev = start
+    for p in points:
+        if prev is not None:
+            jumps += jumps_between(prev, p, names, threshold)
+        prev = p
+    return Trend(run, results, names, first_out_of_band(results, names),
+                 tuple(sorted(jumps, key=lambda j: (j.step_to, j.name))), threshold,
+                 tuple(f for _, f in steps), steps, points, start, ref, note, sp)
+
+
+def signals_at(context: Sequence[CheckpointResult], latest: CheckpointResult,
+               signals: SignalPolicy, *, roles: Sequence[str] = DEFAULT_ROLES,
+               reference: Snapshot | None = None) -> tuple[Finding, ...]:
+    """The run signals that fire at ``latest``, for ``watch``: ``context`` holds the run's first
+    audited checkpoint (it decides the known start) and the one just before ``latest``."""
+    trend = build_trend("", [*context, latest], roles=roles, signals=signals,
+                        reference=reference)
+    return tuple(f for s, f in trend.signal_steps if s == latest.checkpoint.step)
 
 
 def sparkline(values: Sequence[float | None], lo: float | None = None,

@@ -40,10 +40,9 @@ def _dataset(n: int = 16, seq: int = 16):
 def _trainer(model, out: str, **args):
     from transformers import Trainer, TrainingArguments
 
-    kw = {"save_strategy": "no", **args}
+    kw = {"save_strategy": "no", "learning_rate": 5e-2, "logging_steps": 1, **args}
     targs = TrainingArguments(output_dir=out, max_steps=4, per_device_train_batch_size=4,
-                              learning_rate=5e-2, report_to="none", logging_steps=1,
-                              use_cpu=True, disable_tqdm=True, **kw)
+                              report_to="none", use_cpu=True, disable_tqdm=True, **kw)
     return Trainer(model=model, args=targs, train_dataset=_dataset())
 
 
@@ -84,6 +83,41 @@ def test_hf_trainer_init_check_raises(tmp_path):
         trainer.train()
 
 
+def _losses(history) -> list[tuple[int, float]]:
+    return [(h["step"], h["loss"]) for h in history if "loss" in h]
+
+
+@pytest.mark.parametrize("attach", [True, False])
+def test_monitor_leaves_the_trainers_own_logs_intact(tmp_path, attach):
+    """every == logging_steps: the Trainer's training-loss entries are the same with and without
+    the monitor, and the monitor's step-0 ratios are logged once, as an entry of their own."""
+    from transformers import Trainer
+
+    from ckpt_audit.monitor.hf import GainMonitorCallback
+
+    plain = _trainer(tiny_llama(0), str(tmp_path / "a"), logging_steps=2, learning_rate=1e-3)
+    plain.train()
+    want = _losses(plain.state.log_history)
+    assert [s for s, _ in want] == [2, 4]
+    model = tiny_llama(0)
+    cb = GainMonitorCallback(every=2, on_violation="ignore")
+    if attach:
+        trainer = _trainer(model, str(tmp_path / "b"), logging_steps=2, learning_rate=1e-3)
+        cb.attach(trainer)
+    else:
+        base = _trainer(model, str(tmp_path / "b"), logging_steps=2, learning_rate=1e-3)
+        trainer = Trainer(model=model, args=base.args, train_dataset=_dataset(), callbacks=[cb])
+    trainer.train()
+    history = trainer.state.log_history
+    assert _losses(history) == want
+    ours = [h for h in history if KEY in h]
+    assert [h["step"] for h in ours] == [0, 2, 4]  # step 0 once, never overwritten
+    assert ours[0][KEY] == 1.0
+    assert not any(KEY in h and "loss" in h for h in history)  # never merged into its entries
+    assert [h["step"] for h in history if "step" in h] == sorted(
+        h["step"] for h in history if "step" in h)
+
+
 def test_unattached_callback_still_reaches_log_history(tmp_path):
     from ckpt_audit.monitor.hf import GainMonitorCallback
 
@@ -118,6 +152,30 @@ def test_plain_loop_warns_and_raises_when_a_gain_leaves_its_band():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         GainMonitor(every=1, on_violation="ignore").step(model, 4)
+
+
+def test_plain_loop_flags_the_run_signals_trend_flags():
+    """The first measurement after step 0 is compared with step 0: a final gain shrunk by 25 %
+    in 10 steps is a drift rate of -2.5 per 100 steps (fail); the channel spread and the negative
+    channels are flagged from the same function ``trend`` uses."""
+    import torch
+
+    model = tiny_llama(3)
+    mon = GainMonitor(every=10, on_violation="raise")
+    mon.step(model, 0)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(0.75)
+    with pytest.raises(GainOutOfBandError, match="drift-rate model.norm.weight.*-2.500 per 100"):
+        mon.step(model, 10)
+    assert [(s, f.code, f.severity.value) for s, f in mon.findings] == [
+        (10, "drift-rate", "fail")]
+    with torch.no_grad():
+        w = model.model.norm.weight
+        w.copy_(torch.where(torch.arange(w.numel()) % 3 == 0, -w, w))  # a third negative
+    with pytest.raises(GainOutOfBandError, match="channel-negative"):
+        mon.step(model, 20)
+    codes = {f.code for s, f in mon.findings if s == 20}
+    assert {"channel-negative", "channel-spread"} <= codes
 
 
 def test_offset_convention_init_check():

@@ -35,7 +35,11 @@ def test_step_summary_and_env(tmp_path):
 
 def test_parse_baseline_rejects_other_documents():
     with pytest.raises(FormatError, match="ckpt-audit.audit/1"):
+        parse_baseline({"schema": "ckpt-audit.compare/1"}, "b.json")
+    with pytest.raises(FormatError, match="no audited checkpoint"):
         parse_baseline({"schema": "ckpt-audit.trend/1"}, "b.json")
+    with pytest.raises(FormatError, match="lacks step/gains"):
+        parse_baseline({"schema": "ckpt-audit.trend/1", "checkpoints": [{"step": "x"}]}, "b.json")
     with pytest.raises(FormatError, match="lacks name/role/ratio"):
         parse_baseline({"schema": "ckpt-audit.audit/1", "norms": [{"name": "x"}]}, "b.json")
     base = parse_baseline({"schema": "ckpt-audit.audit/1", "checkpoint": "c", "norms": [

@@ -134,17 +134,23 @@ def test_markdown_junit_and_github_outputs(llama_run, tmp_path, monkeypatch):
     root = ET.parse(junit).getroot()
     suites = root.findall("testsuite")  # one per checkpoint, a case per gain; then the run's
     assert len(suites) == 6 and suites[-1].get("name") == "run"
-    assert {c.get("name").split(":")[0] for c in suites[-1]} == {"trend-jump"}
+    # the run's own findings: jumps and the run signals (docs/SIGNALS.md); the fixture's layer
+    # gains all shrink by one factor (0.94 at step 300), the weight-decay signature
+    assert {c.get("name").split(":")[0] for c in suites[-1]} == {
+        "trend-jump", "drift-rate", "gains-shrink-together"}
     failed = [s.get("name") for s in suites if s.get("failures") != "0"]
-    assert failed == [f"step {n}: {llama_run}/checkpoint-{n}" for n in (300, 400)]
-    assert root.get("failures") == "2"
+    # checkpoints 300 and 400 fail on their bands; the run on its drift rates (fail findings)
+    assert failed == [f"step {n}: {llama_run}/checkpoint-{n}" for n in (300, 400)] + ["run"]
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     res = run_cli(["trend", llama_run, "-f", "json", "-o", str(tmp_path / "t.json")])
     assert res.code == 1
     errors = [ln for ln in res.out.splitlines() if ln.startswith("::error ")]
-    assert len(errors) == 2, res.out
+    # the failing checkpoints' bands (collapse, explosion), then the run's drift rates (0.85 ->
+    # 0.30 and 0.30 -> 2.60 in 100 steps: -0.55 and +2.32 per 100 steps, above the 0.5 fail)
+    assert [ln.split("title=ckpt-audit ")[1].split("::")[0] for ln in errors] == \
+        ["collapse", "explosion", "drift-rate", "drift-rate"], res.out
     assert errors[0].startswith(f"::error file={llama_run}/checkpoint-300,title=ckpt-audit "
                                 "collapse::model.norm.weight")
     text = summary.read_text()
@@ -161,10 +167,25 @@ def test_baseline_gate(llama_run, tmp_path):
                     "-o", str(base)]).code == 0
     doc = json.loads(run_cli(["trend", llama_run, "-f", "json", "--baseline", str(base)]).out)
     r100 = norm_ratio(os.path.join(llama_run, "checkpoint-100"))
+    # like with like: the run starts at step 0 (from scratch), so a checkpoint is within budget
+    # anywhere between the start (1) and the baseline's ratio, widened by 10 % each side
+    lo, hi = min(1.0, r100) * 0.9, max(1.0, r100) * 1.1
     for c in doc["checkpoints"]:
-        drift = abs(norm_ratio(c["path"]) / r100 - 1)
+        r = norm_ratio(c["path"])
         codes = {f["code"] for f in c["findings"]}
-        assert ("baseline-drift" in codes) == (drift > 0.10), (c["step"], drift)
+        assert ("baseline-drift" in codes) == (not lo <= r <= hi), (c["step"], r, lo, hi)
+    assert {c["step"] for c in doc["checkpoints"]
+            if any(f["code"] == "baseline-drift" for f in c["findings"])} == {200, 300, 400}
+    # a run's own trend report as the baseline: step by step, so it never fails against itself
+    run_base = tmp_path / "run_base.json"
+    run_cli(["trend", llama_run, "-f", "json", "-o", str(run_base)])
+    doc = json.loads(run_cli(["trend", llama_run, "-f", "json", "--baseline",
+                              str(run_base)]).out)
+    assert not any(f["code"].startswith("baseline") for c in doc["checkpoints"]
+                   for f in c["findings"])
+    res = run_cli(["audit", os.path.join(llama_run, "checkpoint-100"), "--baseline",
+                   str(run_base)])
+    assert res.code == 2 and "trend" in res.err
     # the knob: [baseline] max_drift in the policy file
     pol = tmp_path / "loose.toml"
     pol.write_text("[baseline]\nmax_drift = 0.2\n")
@@ -221,13 +242,14 @@ def test_one_bad_checkpoint_does_not_stop_the_trend(tmp_path):
     # a pickle that asks for a global off the allowlist: refused, never executed
     torch.save({"model.norm.weight": torch.ones(8), "t": datetime.datetime(2020, 1, 1)},
                tmp_path / "step_2.pt")
-    torch.save({"model.norm.weight": torch.full((8,), 0.9)}, tmp_path / "step_3.pt")
+    # 1.0 -> 0.999 in two steps: -0.05 per 100 steps, within every signal's threshold
+    torch.save({"model.norm.weight": torch.full((8,), 0.999)}, tmp_path / "step_3.pt")
     res = run_cli(["trend", str(tmp_path), "-f", "json"])
     assert res.code == 1
     doc = json.loads(res.out)
     assert [c["verdict"] for c in doc["checkpoints"]] == ["pass", "error", "pass"]
     assert "datetime.datetime" in doc["checkpoints"][1]["error"]
-    assert doc["checkpoints"][2]["final_ratio"] == pytest.approx(0.9, rel=1e-6)
+    assert doc["checkpoints"][2]["final_ratio"] == pytest.approx(0.999, rel=1e-6)
 
 
 def test_trend_on_safetensors_never_imports_torch(llama_run_master, tmp_path):

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Benchmark: a whole ``accept`` scoring pass vs a plain trunk forward over the same probe.
 
-Issue 4's budget: the accept run costs at most 1.3x a plain forward of the trunk over the same
-probe on the same device. Both timings use the same loaded model, the same batches and
-``torch.inference_mode``; each is the best of ``--repeat`` runs after one warm-up. Also printed:
-the end-to-end ``accept_run`` time including loading and probe reading.
+Budget: the accept run costs at most 1.3x a plain forward of the trunk over the same probe on
+the same device. Both timings use the same loaded model, the same batches and
+``torch.inference_mode``; each is the median of ``--repeat`` interleaved runs after one warm-up.
+Also printed: the end-to-end ``accept_run`` time including loading and probe reading, and the
+``--speculate`` loop's tokens/s with and without its KV caches.
 
 Models:
 - ``stories``: the real stories260K trunk + its trained head (needs ../shared/data); 5 blocks,
@@ -74,19 +75,46 @@ def probe(path: Path, vocab: int, n: int, length: int) -> Path:
 
 
 def interleaved(fns: list, repeat: int, sync) -> list[float]:  # type: ignore[type-arg]
-    """Best-of-``repeat`` wall time of each function, runs interleaved (A B A B ...) so that a
-    shared machine's load changes hit both alike; one warm-up run each first."""
+    """Median wall time of each function over ``repeat`` runs interleaved (A B A B ...) so that
+    a shared machine's load changes hit both alike; one warm-up run each first."""
     for fn in fns:
         fn()
     sync()
-    best = [float("inf")] * len(fns)
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
         for i, fn in enumerate(fns):
             t = time.perf_counter()
             fn()
             sync()
-            best[i] = min(best[i], time.perf_counter() - t)
-    return best
+            times[i].append(time.perf_counter() - t)
+    return [float(np.median(t)) for t in times]
+
+
+def bench_speculate(m, seqs: list[list[int]], prompt: int, new: int, repeat: int,
+                    sync) -> None:  # type: ignore[no-untyped-def]
+    """tokens/s of the greedy draft-and-verify loop with and without the KV caches."""
+    from ckpt_audit.mtp.speculate import cacheable, speculate_cached, speculate_one
+
+    if not cacheable(m.trunk, m.depths):
+        print("speculate: this trunk's cache cannot be rolled back; the loop runs uncached")
+        return
+    generated = [0]
+
+    def run(loop):  # type: ignore[no-untyped-def]
+        def go() -> None:
+            n = 0
+            with torch.inference_mode():
+                for s in seqs:
+                    r = loop(m.trunk, m.depths, s[:prompt], new, m.device)
+                    n += len(r["sequence"]) - prompt
+            generated[0] = n
+        return go
+
+    t_cached, t_plain = interleaved([run(speculate_cached), run(speculate_one)], repeat, sync)
+    n = generated[0]
+    print(f"speculate ({len(seqs)} prompts of {prompt}, {new} new tokens each, medians): "
+          f"cached {n / t_cached:,.1f} tok/s, uncached {n / t_plain:,.1f} tok/s, "
+          f"speed-up {t_plain / t_cached:.2f}x")
 
 
 def main() -> int:
@@ -98,6 +126,9 @@ def main() -> int:
     ap.add_argument("--length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--spec-prompts", type=int, default=4,
+                    help="prompts for the --speculate timing (0: skip it)")
+    ap.add_argument("--spec-new-tokens", type=int, default=96)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ck = (make_stories if args.model == "stories" else make_synthetic)(Path(tmp) / "ck")
@@ -134,6 +165,9 @@ def main() -> int:
           "(trunk + MTP chain + all per-depth statistics)")
     print(f"ratio               : {t_acc / t_plain:8.3f}  (budget 1.3)")
     print(f"accept_run end to end (load + probe + score): {t_e2e:.3f} s")
+    if args.spec_prompts:
+        bench_speculate(m, seqs[: args.spec_prompts], 8, args.spec_new_tokens,
+                        max(1, args.repeat // 2), sync)
     return 0
 
 

@@ -80,9 +80,9 @@ def register_commands(argv: list[str] | None = None) -> None:
         register = getattr(module, "register", None)
         if register is not None:
             register(app)
-    for info in app.registered_commands:
-        if info.cls in (None, typer.core.TyperCommand):
-            info.cls = _Command
+    for command in app.registered_commands:
+        if command.cls in (None, typer.core.TyperCommand):
+            command.cls = _Command
 
 
 #: Optional packages and the extra that installs them (``pip install 'ckpt-audit[EXTRA]'``).

@@ -12,6 +12,10 @@ import typer
 
 from ckpt_audit.commands._common import console, emit
 from ckpt_audit.commands.options import Device, OutputOpt, TableOrJson, flag
+from ckpt_audit.mtp.layouts import LAYOUTS, ORDERS
+
+#: every layout accept can run (from core.layouts.MTP_LAYOUTS through mtp.layouts)
+_LAYOUT_HELP = " | ".join(["auto", *LAYOUTS])
 
 
 def register(app: typer.Typer) -> None:
@@ -33,10 +37,9 @@ def register(app: typer.Typer) -> None:
                                   help="auto | float32 | bfloat16 | float16"),
         device_map: str | None = typer.Option(
             None, "--device-map", help="auto: spread the trunk over devices with accelerate."),
-        layout: str = typer.Option("auto", "--layout",
-                                   help="auto | deepseek-hf | megatron | qwen3-next | mimo"),
+        layout: str = typer.Option("auto", "--layout", help=_LAYOUT_HELP),
         concat_order: str | None = typer.Option(
-            None, "--concat-order", help="embedding-first | hidden-first (default per layout)."),
+            None, "--concat-order", help=" | ".join(ORDERS) + " (default per layout)."),
         max_depths: int | None = typer.Option(None, "--depths", min=1,
                                                  help="Score only the first N depths."),
         speculate: bool = flag("--speculate", plain=True,
@@ -76,7 +79,9 @@ def register(app: typer.Typer) -> None:
         if int(os.environ.get("RANK", "0")) != 0:
             return
         if fmt is TableOrJson.JSON:
-            emit(json.dumps(res, indent=2) + "\n", output, [ckpt])
+            from ckpt_audit.report.accept import to_dict
+
+            emit(json.dumps(to_dict(res), indent=2) + "\n", output, [ckpt])
         elif output:
             from io import StringIO
 

@@ -49,8 +49,9 @@ def run_audit(path: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str 
     acceptance = None
     if probe:  # MTP acceptance figures (docs/MTP.md); runs the model, needs the mtp extra
         from ckpt_audit.mtp.engine import accept_summary
+        from ckpt_audit.report.accept import summary_dict
 
-        acceptance = accept_summary(path, probe, device=device)
+        acceptance = summary_dict(accept_summary(path, probe, device=device))
     doc = AuditDocument(report, acceptance)
     if expect_init and not any(f.code == "init-mismatch" for f in report.findings):
         from ckpt_audit.commands._common import say

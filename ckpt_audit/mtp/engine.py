@@ -21,11 +21,16 @@ import torch
 
 from ckpt_audit.errors import CkptAuditError
 from ckpt_audit.mtp.loader import Loaded, load
-from ckpt_audit.mtp.metrics import AcceptSums, temp_key
+from ckpt_audit.mtp.metrics import AcceptSums
 from ckpt_audit.mtp.modules import run_chain
 from ckpt_audit.mtp.probe import read_probe
-
-SCHEMA = "ckpt-audit.accept/1"
+from ckpt_audit.mtp.results import (
+    AcceptResult,
+    GradBalance,
+    SpeculateFigures,
+    WhatIf,
+    temp_key,
+)
 
 
 def _dist() -> tuple[int, int, Callable[[torch.Tensor], torch.Tensor] | None]:
@@ -109,8 +114,8 @@ def accept_run(ckpt: str, probe: str, *, temperatures: tuple[float, ...] = (1.0,
                what_if_renorm: bool = False, final_scale: float | None = None,
                speculate: bool = False, spec_prompt_tokens: int = 8, spec_new_tokens: int = 32,
                grad_balance: bool = False, mtp_lambda: float | None = None,
-               progress: bool = False, loaded: Loaded | None = None) -> dict[str, Any]:
-    """Measure MTP draft acceptance of ``ckpt`` on ``probe``; returns the JSON-ready dict."""
+               progress: bool = False, loaded: Loaded | None = None) -> AcceptResult:
+    """Measure MTP draft acceptance of ``ckpt`` on ``probe`` (JSON: report.accept.to_dict)."""
     if batch_size < 1:
         raise CkptAuditError("--batch-size must be at least 1")
     temps = [float(t) for t in temperatures] or [1.0]
@@ -144,42 +149,32 @@ def accept_run(ckpt: str, probe: str, *, temperatures: tuple[float, ...] = (1.0,
         sums.tensor = reduce(sums.tensor)
         for acc in what_if:
             acc.tensor = reduce(acc.tensor)
-    depths, etps, etps_s = sums.figures()
-    result: dict[str, Any] = {
-        "schema": SCHEMA,
-        "checkpoint": m.display,
-        "layout": m.layout,
-        "concat_order": m.order,
-        "device": str(m.device),
-        "dtype": str(m.dtype).replace("torch.", ""),
-        "world_size": world,
-        "sequences": len(seqs),
-        "positions": sum(len(s) for s in seqs),
-        "temperatures": [temp_key(t) for t in temps],
-        "final_gain_ratio": m.final_gain_ratio,
-        "depths": depths,
-        "expected_tokens_per_step": etps,
-        "expected_tokens_per_step_sampled": etps_s,
-        "notes": list(m.notes),
-    }
-    if scales:
-        result["what_if"] = []
-        for (kind, c), acc in zip(scales, what_if, strict=True):
-            d, e, es = acc.figures()
-            result["what_if"].append({
-                "kind": kind, "final_scale": c, "final_gain_ratio": m.final_gain_ratio * c,
-                "depths": d, "expected_tokens_per_step": e,
-                "expected_tokens_per_step_sampled": es})
-    if speculate:
-        result["speculate"] = _speculate(m, mine, spec_prompt_tokens, spec_new_tokens,
-                                         context, reduce)
-    if grad_balance:
-        result["grad_balance"] = _grad_balance(m, mine, batch_size, mtp_lambda, reduce, show)
-    return result
+    return AcceptResult(
+        checkpoint=m.display,
+        layout=m.layout,
+        concat_order=m.order,
+        device=str(m.device),
+        dtype=str(m.dtype).replace("torch.", ""),
+        stored_dtype=m.stored_dtype,
+        quantization=m.quantization,
+        world_size=world,
+        sequences=len(seqs),
+        positions=sum(len(s) for s in seqs),
+        temperatures=tuple(temp_key(t) for t in temps),
+        final_gain_ratio=m.final_gain_ratio,
+        chain=sums.figures(),
+        notes=tuple(m.notes),
+        what_if=tuple(WhatIf(kind, c, m.final_gain_ratio * c, acc.figures())
+                      for (kind, c), acc in zip(scales, what_if, strict=True)),
+        speculate=_speculate(m, mine, spec_prompt_tokens, spec_new_tokens, context, reduce)
+        if speculate else None,
+        grad_balance=_grad_balance(m, mine, batch_size, mtp_lambda, reduce, show)
+        if grad_balance else None,
+    )
 
 
 def _speculate(m: Loaded, seqs: list[list[int]], prompt: int, new: int, context: int | None,
-               reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> dict[str, Any]:
+               reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> SpeculateFigures:
     from ckpt_audit.mtp.speculate import speculate, speculate_figures
 
     sums = speculate(m.trunk, m.depths, seqs, prompt_tokens=prompt, new_tokens=new,
@@ -188,10 +183,7 @@ def _speculate(m: Loaded, seqs: list[list[int]], prompt: int, new: int, context:
         keys = list(sums)
         vec = reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64))
         sums = dict(zip(keys, vec.tolist(), strict=True))
-    out = speculate_figures(sums)
-    out["prompt_tokens"] = prompt
-    out["new_tokens"] = new
-    return out
+    return speculate_figures(sums, prompt, new)
 
 
 def mtp_lambda_from(m: Loaded, override: float | None) -> tuple[float, str]:
@@ -207,20 +199,17 @@ def mtp_lambda_from(m: Loaded, override: float | None) -> tuple[float, str]:
 
 def _grad_balance(m: Loaded, seqs: list[list[int]], batch_size: int, lam: float | None,
                   reduce: Callable[[torch.Tensor], torch.Tensor] | None,
-                  show: bool) -> dict[str, Any]:
+                  show: bool) -> GradBalance:
     from ckpt_audit.mtp.gradbal import grad_balance
 
     value, source = mtp_lambda_from(m, lam)
     bl = list(batches(seqs, batch_size, m.device))
     with _progress(show, len(bl), "grad-balance") as tick:
-        out = grad_balance(m.trunk, m.depths, bl, value, reduce=reduce, progress=tick)
-    out["lambda_source"] = source
-    return out
+        return grad_balance(m.trunk, m.depths, bl, value, source, reduce=reduce,
+                            progress=tick)
 
 
-def accept_summary(path: str, probe: str, **kwargs: Any) -> dict[str, Any]:
-    """The figures ``audit --probe`` adds to its report: greedy/sampled acceptance per depth and
-    expected tokens per step (same definitions as ``accept``; keyword arguments as accept_run)."""
-    full = accept_run(path, probe, **kwargs)
-    keep = ("schema", "layout", "positions", "depths", "expected_tokens_per_step", "notes")
-    return {k: full[k] for k in keep}
+def accept_summary(path: str, probe: str, **kwargs: Any) -> AcceptResult:
+    """What ``audit --probe`` adds to its report (rendered by report.accept.summary_dict and
+    print_summary: acceptance per depth, expected tokens per step); kwargs as accept_run."""
+    return accept_run(path, probe, **kwargs)

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ckpt_audit.mtp.modules import MtpDepth, Trunk, run_chain
+from ckpt_audit.mtp.results import BlockGrad, GradBalance
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]  # (ids [B, L], lengths [B])
 
@@ -53,8 +53,9 @@ def loss_sums(trunk: Trunk, depths: list[MtpDepth], ids: torch.Tensor, lengths: 
 
 
 def grad_balance(trunk: Trunk, depths: list[MtpDepth], batches: Batches, lam: float,
+                 lam_source: str = "",
                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 progress: Callable[[], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[], None] | None = None) -> GradBalance:
     """Gradient norms of L_main and λ·L_MTP on the trunk's blocks; see the module docstring."""
     n = int(trunk.model.config.num_hidden_layers)
     blocks = [list(trunk.layers[b].parameters()) for b in range(n)]
@@ -102,7 +103,7 @@ def grad_balance(trunk: Trunk, depths: list[MtpDepth], batches: Batches, lam: fl
         sizes = [g.numel() for g in g_main + g_mtp]
         parts = list(torch.split(flat, sizes))
         g_main, g_mtp = parts[: len(params)], parts[len(params) :]
-    per_block = []
+    per_block: list[BlockGrad] = []
     i = 0
     tot_m = tot_t = 0.0
     for b, blk in enumerate(blocks):
@@ -110,9 +111,8 @@ def grad_balance(trunk: Trunk, depths: list[MtpDepth], batches: Batches, lam: fl
         st = sum(float(g_mtp[j].pow(2).sum()) for j in range(i, i + len(blk)))
         i += len(blk)
         tot_m, tot_t = tot_m + sm, tot_t + st
-        per_block.append({"block": b, "main_grad_norm": math.sqrt(sm),
-                          "mtp_grad_norm": math.sqrt(st),
-                          "ratio": lam * math.sqrt(st) / math.sqrt(sm) if sm else None})
-    return {"lambda": lam, "main_grad_norm": math.sqrt(tot_m), "mtp_grad_norm": math.sqrt(tot_t),
-            "ratio": lam * math.sqrt(tot_t) / math.sqrt(tot_m) if tot_m else None,
-            "per_block": per_block}
+        per_block.append(BlockGrad(b, math.sqrt(sm), math.sqrt(st),
+                                   lam * math.sqrt(st) / math.sqrt(sm) if sm else None))
+    return GradBalance(lam, math.sqrt(tot_m), math.sqrt(tot_t),
+                       lam * math.sqrt(tot_t) / math.sqrt(tot_m) if tot_m else None,
+                       tuple(per_block), lam_source)

@@ -20,18 +20,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from ckpt_audit.core.conventions import detect_convention
 from ckpt_audit.core.layouts import mtp_count_from_config, num_layers_from_config, text_config
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.mtp import mapping
-from ckpt_audit.mtp.modules import ORDERS, MtpDepth, Trunk
+from ckpt_audit.mtp import layouts, mapping, quant
+from ckpt_audit.mtp.layouts import ORDERS, LayoutSpec
+from ckpt_audit.mtp.modules import MtpDepth, Trunk
+from ckpt_audit.mtp.quant import Quantization, WeightSource
 from ckpt_audit.readers import open_checkpoint
 from ckpt_audit.readers.base import CheckpointReader
+from ckpt_audit.records import Convention
 
 #: model_type values transformers does not know, and the class family they are built as.
 MODEL_TYPE_ALIASES = {"mimo": "qwen2"}
-#: model types whose RMSNorm stores w with gamma_eff = 1 + w (DOMAIN.md section 1).
-OFFSET_TYPES = ("gemma", "gemma2", "gemma3", "gemma3_text", "qwen3_next", "qwen3_5",
-                "qwen3_5_moe", "qwen3_5_text", "recurrent_gemma", "vaultgemma")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _READ_GROUP = 64
 
@@ -51,13 +52,15 @@ class Loaded:
     device: torch.device
     dtype: torch.dtype
     display: str
-    reader: CheckpointReader
     offset_norm: bool
     notes: list[str] = field(default_factory=list)
+    #: stored dtypes of the weights read, most elements first (``float8_e4m3fn+float32``)
+    stored_dtype: str = ""
+    quantization: Quantization | None = None
 
     @property
     def final_gain_ratio(self) -> float:
-        """RMS of the trunk's effective final gain (ratio ‖γ‖₂/√n, DOMAIN.md section 1)."""
+        """RMS of the trunk's effective final gain (ratio ‖γ‖₂/√n, docs/METRICS.md)."""
         w = self.trunk.final_norm.weight.detach().double().cpu()
         g = w + 1.0 if self.offset_norm else w
         return float(g.norm() / math.sqrt(g.numel()))
@@ -121,7 +124,9 @@ def hf_config(cfg: dict[str, Any], display: str) -> Any:
         raise CkptAuditError(
             f"transformers cannot build model_type {mtype!r} (not in this transformers "
             "version's CONFIG_MAPPING); accept needs a trunk transformers can build", display)
-    clean = {k: v for k, v in tc.items() if k not in ("model_type", "auto_map")}
+    # quantization_config is dropped: the weights arrive dequantized (mtp.quant)
+    clean = {k: v for k, v in tc.items()
+             if k not in ("model_type", "auto_map", "quantization_config")}
     try:
         return CONFIG_MAPPING[built].from_dict(clean)
     except Exception as exc:  # transformers raises many types for bad configs
@@ -129,7 +134,7 @@ def hf_config(cfg: dict[str, Any], display: str) -> Any:
                              display) from None
 
 
-def _apply_plan(module: nn.Module, plan: mapping.Plan, reader: CheckpointReader,
+def _apply_plan(module: nn.Module, plan: mapping.Plan, reader: WeightSource,
                 skip: set[str], what: str) -> None:
     """Copy checkpoint tensors into ``module`` per ``plan``; strict on names and shapes."""
     targets = {k: v for k, v in module.state_dict().items() if k not in skip}
@@ -168,19 +173,19 @@ def _apply_plan(module: nn.Module, plan: mapping.Plan, reader: CheckpointReader,
 
 
 def _detect_layout(names: set[str], n_layers: int, layout: str | None,
-                   display: str, declared: int) -> tuple[mapping.LayoutSpec, int]:
+                   display: str, declared: int) -> tuple[LayoutSpec, int]:
     if layout is not None and layout != "auto":
-        if layout not in mapping.LAYOUTS:
-            raise CkptAuditError(f"--layout must be auto or one of {', '.join(mapping.LAYOUTS)}")
-        spec = mapping.LAYOUTS[layout]
-        found = mapping.count_depths(spec, names, n_layers)
+        if layout not in layouts.LAYOUTS:
+            raise CkptAuditError(f"--layout must be auto or one of {', '.join(layouts.LAYOUTS)}")
+        spec = layouts.LAYOUTS[layout]
+        found = layouts.count_depths(spec, names, n_layers)
     else:
-        counts = [(mapping.count_depths(s, names, n_layers), s) for s in mapping.LAYOUTS.values()]
+        counts = [(layouts.count_depths(s, names, n_layers), s) for s in layouts.LAYOUTS.values()]
         found, spec = max(counts, key=lambda c: c[0])
     if found == 0:
         decl = f"config declares {declared} MTP depth(s) but " if declared else ""
         raise CkptAuditError(
-            f"{decl}no MTP tensors found; looked for: " + "; ".join(mapping.looked_for(n_layers)),
+            f"{decl}no MTP tensors found; looked for: " + "; ".join(layouts.looked_for(n_layers)),
             display)
     return spec, found
 
@@ -188,15 +193,32 @@ def _detect_layout(names: set[str], n_layers: int, layout: str | None,
 def load(path: str, *, layout: str | None = None, order: str | None = None,
          device: str = "auto", dtype: str = "auto", device_map: str | None = None,
          max_depths: int | None = None) -> Loaded:
-    """Open ``path`` and return the trunk and its MTP chain, ready on ``device``."""
+    """Open ``path`` and return the trunk and its MTP chain, ready on ``device``.
+
+    The reader is closed on return: every tensor has been copied into the modules by then."""
+    dev = resolve_device(device)
+    with open_checkpoint(path) as reader:
+        return _load(reader, dev, layout=layout, order=order, dtype=dtype,
+                     device_map=device_map, max_depths=max_depths)
+
+
+def _load(reader: CheckpointReader, dev: torch.device, *, layout: str | None, order: str | None,
+          dtype: str, device_map: str | None, max_depths: int | None) -> Loaded:
     from transformers import AutoModelForCausalLM
 
-    dev = resolve_device(device)
-    reader = open_checkpoint(path)
     names = set(reader.tensors())
     raw = reader.config()
+    # before anything else: quantized weights are dequantized right or refused
+    source = WeightSource(reader, quant.detect(raw, reader.tensors(), reader.display))
+    # the audit's convention (model types, Megatron/NeMo 1p flags), from the config as stored
+    convention, why = detect_convention(raw)
     megatron = mapping.is_megatron_trunk(names)
     if megatron and "model_type" not in text_config(raw):
+        if convention is not Convention.DIRECT or str(raw.get("normalization", "RMSNorm")) \
+                != "RMSNorm":
+            raise CkptAuditError(f"Megatron-core args with {why}, normalization "
+                                 f"{raw.get('normalization', 'RMSNorm')!r}: accept builds "
+                                 "Megatron trunks as Llama (RMSNorm, γ = w) only", reader.display)
         if "num_layers" not in raw or "hidden_size" not in raw:
             raise CkptAuditError("Megatron-core names but neither config.json nor args with "
                                  "num_layers/hidden_size", reader.display)
@@ -234,11 +256,11 @@ def load(path: str, *, layout: str | None = None, order: str | None = None,
         plan = mapping.megatron_trunk_plan(n_layers, dims, names, tied)
     else:
         plan = {k: (k, None) for k in model.state_dict()}
-    _apply_plan(model, plan, reader, skip, "trunk")
+    _apply_plan(model, plan, source, skip, "trunk")
     model.eval()
 
     trunk = Trunk(model)
-    depths = [_build_depth(model, config, spec, k, n_layers, names, dims, reader, order,
+    depths = [_build_depth(model, config, spec, k, n_layers, names, dims, source, order,
                            torch_dtype) for k in range(n_depths)]
     if device_map == "auto":
         from accelerate import dispatch_model, infer_auto_device_map
@@ -258,13 +280,14 @@ def load(path: str, *, layout: str | None = None, order: str | None = None,
             d.to(dev)
     vocab = int(model.get_output_embeddings().weight.shape[0])
     return Loaded(model, trunk, depths, spec.name, order, raw, n_layers, vocab, dev,
-                  torch_dtype, reader.display, reader,
-                  str(text_config(raw).get("model_type", "")) in OFFSET_TYPES, notes)
+                  torch_dtype, reader.display,
+                  convention is Convention.OFFSET, notes,
+                  source.stored_dtype(), source.quant)
 
 
-def _build_depth(model: Any, config: Any, spec: mapping.LayoutSpec, k: int,
+def _build_depth(model: Any, config: Any, spec: LayoutSpec, k: int,
                  n_layers: int, names: set[str], dims: mapping.Dims,
-                 reader: CheckpointReader, order: str, torch_dtype: torch.dtype) -> MtpDepth:
+                 reader: WeightSource, order: str, torch_dtype: torch.dtype) -> MtpDepth:
     """One MTP depth: a decoder layer of the trunk's class at index N+k, plus its norms."""
     base = model.get_decoder()
     cfg = copy.deepcopy(config)

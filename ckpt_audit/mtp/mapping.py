@@ -3,94 +3,28 @@
 A *plan* maps the name a torch module expects (HF decoder-layer names, and the canonical names
 of :class:`~ckpt_audit.mtp.modules.MtpDepth`: ``enorm``, ``hnorm``, ``eh_proj``, ``final_norm``,
 ``block.*``) to ``(checkpoint tensor name, transform)``. Only the tensors a plan names are ever
-read. The prefixes mirror :data:`ckpt_audit.core.layouts.MTP_LAYOUTS` (the audit's table); this
-module adds what running a depth needs: every part's name and the block's parameter names.
+read. The layouts come from :data:`ckpt_audit.core.layouts.MTP_LAYOUTS` (the audit's table);
+this module adds what running a depth needs: where the block sits and its parameter names.
 
-Layouts (docs/MTP.md, "What it loads"):
-
-- ``deepseek-hf``: ``model.layers.{N+k}.{enorm,hnorm,eh_proj,shared_head.norm}`` + a decoder
-  block in the trunk's own names (DeepSeek-V3, GLM-4.5, and our Llama fixture).
-- ``megatron``: ``mtp.layers.{k}.{enorm,hnorm,eh_proj,final_layernorm}`` + the block under
-  ``mtp_model_layer.`` (older: ``transformer_layer.``) in Megatron-core names; the trunk is
-  ``embedding.word_embeddings``, ``decoder.layers.{i}``, ``decoder.final_layernorm``,
-  ``output_layer``. Fused ``linear_qkv`` rows are grouped per query group: [q of the group's
-  heads; k; v]; ``linear_fc1`` is [gate; up].
-- ``qwen3-next``: ``mtp.{fc,pre_fc_norm_embedding,pre_fc_norm_hidden,norm}`` + ``mtp.layers.{k}.*``.
-- ``mimo``: ``model.mtp_layers.{k}.{token_layernorm,hidden_layernorm,input_proj,final_layernorm}``
-  + the block's own names; the concatenation is hidden first.
+Megatron-core trunks are ``embedding.word_embeddings``, ``decoder.layers.{i}``,
+``decoder.final_layernorm``, ``output_layer``. Fused ``linear_qkv`` rows are grouped per query
+group: [q of the group's heads; k; v]; ``linear_fc1`` is [gate; up]. Layouts:
+:mod:`ckpt_audit.mtp.layouts`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ckpt_audit.mtp.layouts import LayoutSpec
+
 Transform = Callable[[np.ndarray], np.ndarray] | None
 #: target name -> (checkpoint name, transform) or (tuple of names, function of their arrays)
 Plan = dict[str, tuple[Any, Any]]
-
-
-@dataclass(frozen=True)
-class LayoutSpec:
-    """How one layout names an MTP depth's parts (suffixes under the depth's prefix)."""
-
-    name: str
-    prefix: str  # formatted with k (depth, 0-based) and layer (N + k)
-    parts: Mapping[str, str]  # canonical part -> checkpoint suffix
-    block_prefix: str  # under the depth prefix; formatted with k
-    default_order: str
-    megatron_block: bool = False
-
-
-LAYOUTS: dict[str, LayoutSpec] = {
-    "deepseek-hf": LayoutSpec(
-        "deepseek-hf", "model.layers.{layer}.",
-        {"enorm": "enorm", "hnorm": "hnorm", "eh_proj": "eh_proj",
-         "final_norm": "shared_head.norm"},
-        "", "embedding-first"),
-    "megatron": LayoutSpec(
-        "megatron", "mtp.layers.{k}.",
-        {"enorm": "enorm", "hnorm": "hnorm", "eh_proj": "eh_proj", "final_norm": "final_layernorm"},
-        "mtp_model_layer.", "embedding-first", megatron_block=True),
-    "qwen3-next": LayoutSpec(
-        "qwen3-next", "mtp.",
-        {"enorm": "pre_fc_norm_embedding", "hnorm": "pre_fc_norm_hidden", "eh_proj": "fc",
-         "final_norm": "norm"},
-        "layers.{k}.", "embedding-first"),
-    "mimo": LayoutSpec(
-        "mimo", "model.mtp_layers.{k}.",
-        {"enorm": "token_layernorm", "hnorm": "hidden_layernorm", "eh_proj": "input_proj",
-         "final_norm": "final_layernorm"},
-        "", "hidden-first"),
-}
-
-
-def required_names(spec: LayoutSpec, k: int, n_layers: int) -> list[str]:
-    """The four tensors that must exist for depth ``k`` (0-based) in this layout."""
-    p = spec.prefix.format(k=k, layer=n_layers + k)
-    return [f"{p}{suffix}.weight" for suffix in spec.parts.values()]
-
-
-def count_depths(spec: LayoutSpec, names: Iterable[str], n_layers: int, limit: int = 64) -> int:
-    """How many consecutive depths (from 0) have all their required tensors."""
-    have = set(names)
-    shared = "{k}" not in spec.prefix and "{layer}" not in spec.prefix
-    k = 0
-    while k < limit and all(n in have for n in required_names(spec, k, n_layers)):
-        if shared:  # Qwen3-Next: one fc/norm set, depth k runs block mtp.layers.{k}
-            inner = spec.prefix + spec.block_prefix.format(k=k)
-            if not any(n.startswith(inner) for n in have):
-                break
-        k += 1
-    return k
-
-
-def looked_for(n_layers: int) -> list[str]:
-    """The depth-0 names of every layout, for the 'no MTP tensors' error."""
-    return [", ".join(required_names(s, 0, n_layers)) + f" ({s.name})" for s in LAYOUTS.values()]
 
 
 # -- Megatron-core <-> HF decoder layer --------------------------------------------------------

@@ -12,9 +12,9 @@ final figures are ratios of totals.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
+
+from ckpt_audit.mtp.results import ChainFigures, DepthFigures, temp_key
 
 #: Rows of a logits matrix processed at once: bounds the float32 copies to ~64 M elements.
 _CHUNK_ELEMS = 1 << 26
@@ -22,11 +22,6 @@ _CHUNK_ELEMS = 1 << 26
 # Column layout of the per-depth accumulator.
 PAIRS, GREEDY, LABEL_PAIRS, LABEL_OK, ENT_P, ENT_Q, CUM_GREEDY = range(7)
 _FIXED = 7
-
-
-def temp_key(t: float) -> str:
-    """JSON key of a temperature: Python's ``str(float(T))`` ("1.0", "0.7")."""
-    return str(float(t))
 
 
 def row_stats(p: torch.Tensor, q: torch.Tensor, temps: list[float]
@@ -122,34 +117,34 @@ class AcceptSums:
                 row[LABEL_PAIRS] += lab_valid.sum()
                 row[LABEL_OK] += ok.sum()
 
-    def figures(self) -> tuple[list[dict[str, Any]], float, dict[str, float]]:
+    def figures(self) -> ChainFigures:
         """Per-depth figures, expected tokens per verifier step (greedy) and per temperature."""
         t = self.tensor.detach().cpu().tolist()
         nt = len(self.temps)
-        depths: list[dict[str, Any]] = []
-        etps, etps_s = 1.0, {temp_key(x): 1.0 for x in self.temps}
+        keys = [temp_key(x) for x in self.temps]
+        depths: list[DepthFigures] = []
+        etps, etps_s = 1.0, dict.fromkeys(keys, 1.0)
+
+        def ratio(x: float, d: float) -> float | None:
+            return x / d if d else None
+
         for k, row in enumerate(t, start=1):
             n = row[PAIRS]
-
-            def ratio(x: float, d: float) -> float | None:
-                return x / d if d else None
-
-            entry: dict[str, Any] = {
-                "depth": k,
-                "pairs": int(n),
-                "greedy_acceptance": ratio(row[GREEDY], n),
-                "sampled_acceptance": {temp_key(x): ratio(row[_FIXED + j], n)
-                                       for j, x in enumerate(self.temps)},
-                "label_accuracy": ratio(row[LABEL_OK], row[LABEL_PAIRS]),
-                "label_pairs": int(row[LABEL_PAIRS]),
-                "verifier_entropy": ratio(row[ENT_P], n),
-                "draft_entropy": ratio(row[ENT_Q], n),
-                "cumulative_acceptance": ratio(row[CUM_GREEDY], n),
-                "cumulative_sampled_acceptance": {temp_key(x): ratio(row[_FIXED + nt + j], n)
-                                                  for j, x in enumerate(self.temps)},
-            }
+            entry = DepthFigures(
+                depth=k,
+                pairs=int(n),
+                greedy_acceptance=ratio(row[GREEDY], n),
+                sampled_acceptance={key: ratio(row[_FIXED + j], n) for j, key in enumerate(keys)},
+                label_accuracy=ratio(row[LABEL_OK], row[LABEL_PAIRS]),
+                label_pairs=int(row[LABEL_PAIRS]),
+                verifier_entropy=ratio(row[ENT_P], n),
+                draft_entropy=ratio(row[ENT_Q], n),
+                cumulative_acceptance=ratio(row[CUM_GREEDY], n),
+                cumulative_sampled_acceptance={key: ratio(row[_FIXED + nt + j], n)
+                                               for j, key in enumerate(keys)},
+            )
             depths.append(entry)
-            etps += entry["cumulative_acceptance"] or 0.0
-            for key, v in entry["cumulative_sampled_acceptance"].items():
+            etps += entry.cumulative_acceptance or 0.0
+            for key, v in entry.cumulative_sampled_acceptance.items():
                 etps_s[key] += v or 0.0
-        return depths, etps, etps_s
+        return ChainFigures(tuple(depths), etps, etps_s)

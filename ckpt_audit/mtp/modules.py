@@ -22,9 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-EMBEDDING_FIRST = "embedding-first"
-HIDDEN_FIRST = "hidden-first"
-ORDERS = (EMBEDDING_FIRST, HIDDEN_FIRST)
+from ckpt_audit.mtp.layouts import EMBEDDING_FIRST, ORDERS
 
 #: Keyword arguments of a decoder block call that the MTP block reuses.
 _LAYER_KWARGS = ("attention_mask", "position_embeddings", "position_ids")
@@ -45,12 +43,20 @@ class MtpDepth(nn.Module):
         self.block: Any = block
         self.final_norm: Any = make_norm()
 
-    def forward(self, h_prev: torch.Tensor, emb_next: torch.Tensor,
-                layer_kwargs: dict[str, Any]) -> torch.Tensor:
-        """Block output before the depth's final norm, [B, T, d]; position i drafts t_{i+k+1}."""
+    def project(self, h_prev: torch.Tensor, emb_next: torch.Tensor) -> torch.Tensor:
+        """The block's input: eh_proj of the concatenated normed embedding and hidden state."""
         e, h = self.enorm(emb_next), self.hnorm(h_prev)
-        x = self.eh_proj(torch.cat([e, h] if self.order == EMBEDDING_FIRST else [h, e], dim=-1))
-        out = self.block(x, use_cache=False, **layer_kwargs)
+        return self.eh_proj(torch.cat([e, h] if self.order == EMBEDDING_FIRST else [h, e],
+                                      dim=-1))
+
+    def forward(self, h_prev: torch.Tensor, emb_next: torch.Tensor,
+                layer_kwargs: dict[str, Any], cache: Any = None) -> torch.Tensor:
+        """Block output before the depth's final norm, [B, T, d]; position i drafts t_{i+k+1}.
+
+        With ``cache`` (a transformers Cache holding this block's earlier positions) the block
+        attends to them too; ``layer_kwargs`` must then describe the new positions only."""
+        x = self.project(h_prev, emb_next)
+        out = self.block(x, use_cache=cache is not None, cache=cache, **layer_kwargs)
         return out[0] if isinstance(out, tuple) else out
 
 
@@ -95,8 +101,12 @@ class Trunk:
     def final_norm(self) -> Any:
         return self.base.norm
 
-    def __call__(self, input_ids: torch.Tensor) -> TrunkOutput:
-        out = self.model(input_ids=input_ids, use_cache=False)
+    def __call__(self, input_ids: torch.Tensor, cache: Any = None) -> TrunkOutput:
+        """One forward; with ``cache`` (a transformers Cache) only the new positions run."""
+        if cache is None:
+            out = self.model(input_ids=input_ids, use_cache=False)
+        else:
+            out = self.model(input_ids=input_ids, cache=cache, use_cache=True)
         assert self._hidden is not None, "the last decoder block did not run"
         hidden, self._hidden = self._hidden, None
         return TrunkOutput(out.logits, hidden, self._kwargs)

@@ -8,10 +8,17 @@ From a prompt s (the first ``prompt_tokens`` of a probe document) the loop does:
    accepted while it equals the verifier's argmax at position i + j; the verifier's argmax after
    the last accepted draft is the bonus token; s grows by accepted + 1.
 
-Each verifier call recomputes the whole sequence (no KV cache): slower, but every position's
-numbers are the same computation as the teacher-forced pass, so on the model's own greedy
-continuation the loop's accept/reject decision at each position it drafts at must equal the
-teacher-forced agreement there (checked here and reported as ``decision_mismatches``).
+:func:`speculate_cached` (what ``--speculate`` runs) keeps the trunk's KV cache (a transformers
+``DynamicCache``) and one cache per MTP depth: each verifier call runs only the bonus token and
+the drafts, and the rejected drafts' entries are cropped off afterwards. Depth k's cache holds
+the positions whose inputs are final (the token t_{j+k} accepted); the entries built from
+drafts are cropped after drafting. :func:`speculate_one` is the same loop without caches
+(every call recomputes the whole sequence); the tests assert both give the same tokens and the
+same decisions, and that the continuation is the trunk's own greedy decoding. Trunks whose
+cache cannot be rolled back (linear-attention or sliding-window layers) use the uncached loop.
+On the model's own greedy continuation the loop's accept/reject decision at each position it
+drafts at must equal the teacher-forced agreement there (checked here and reported as
+``decision_mismatches``).
 Reported, named so that nobody mistakes one for the other:
 
 - ``acceptance_at_loop_drafted_positions``: depth-1 accepts / depth-1 drafts of the loop;
@@ -30,6 +37,7 @@ from typing import Any
 import torch
 
 from ckpt_audit.mtp.modules import MtpDepth, Trunk, TrunkOutput, run_chain
+from ckpt_audit.mtp.results import SpeculateFigures
 
 
 def _slice_kwargs(kw: dict[str, Any], n: int) -> dict[str, Any]:
@@ -63,31 +71,134 @@ def _drafts(trunk: Trunk, depths: list[MtpDepth], out: TrunkOutput, seq: list[in
     return drafts
 
 
-def speculate_one(trunk: Trunk, depths: list[MtpDepth], prompt: list[int], new_tokens: int,
-                  device: torch.device) -> dict[str, Any]:
-    """Run the loop on one prompt; return the continuation and the loop's decisions."""
-    seq = list(prompt)
-    out = trunk(torch.tensor([seq], device=device))
-    seq.append(int(out.logits[0, -1].argmax()))
-    calls, steps, accepted, drafted1, accepted1 = 1, 0, 0, 0, 0
-    decisions: dict[int, bool] = {}  # depth-1 draft position i -> accepted?
-    while len(seq) - len(prompt) < new_tokens:
-        i = len(seq) - 2
-        drafts = _drafts(trunk, depths, out, seq)
-        out = trunk(torch.tensor([seq + drafts], device=device))
-        calls += 1
-        steps += 1
-        verdicts = out.logits[0, i + 1 : i + 2 + len(drafts)].argmax(-1).tolist()
+class _Tally:
+    """The loop's sequence and counts; :meth:`verify` applies one verifier call's verdicts."""
+
+    def __init__(self, prompt: list[int], first: int) -> None:
+        self.seq = [*prompt, first]
+        self.calls, self.steps, self.accepted, self.drafted1, self.accepted1 = 1, 0, 0, 0, 0
+        self.decisions: dict[int, bool] = {}  # depth-1 draft position i -> accepted?
+
+    def verify(self, drafts: list[int], verdicts: list[int]) -> int:
+        """Accept drafts while they equal the verifier's argmax, add the bonus token."""
+        i = len(self.seq) - 2
         n_ok = 0
         while n_ok < len(drafts) and drafts[n_ok] == verdicts[n_ok]:
             n_ok += 1
-        decisions[i] = n_ok >= 1
-        drafted1 += 1
-        accepted1 += int(n_ok >= 1)
-        accepted += n_ok
-        seq.extend(drafts[:n_ok] + [verdicts[n_ok]])
-    return {"sequence": seq, "calls": calls, "steps": steps, "accepted": accepted,
-            "drafted1": drafted1, "accepted1": accepted1, "decisions": decisions}
+        self.calls += 1
+        self.steps += 1
+        self.decisions[i] = n_ok >= 1
+        self.drafted1 += 1
+        self.accepted1 += int(n_ok >= 1)
+        self.accepted += n_ok
+        self.seq.extend(drafts[:n_ok] + [verdicts[n_ok]])
+        return n_ok
+
+    def result(self) -> dict[str, Any]:
+        return {"sequence": self.seq, "calls": self.calls, "steps": self.steps,
+                "accepted": self.accepted, "drafted1": self.drafted1,
+                "accepted1": self.accepted1, "decisions": self.decisions}
+
+
+def speculate_one(trunk: Trunk, depths: list[MtpDepth], prompt: list[int], new_tokens: int,
+                  device: torch.device) -> dict[str, Any]:
+    """Run the loop on one prompt; return the continuation and the loop's decisions."""
+    out = trunk(torch.tensor([prompt], device=device))
+    t = _Tally(prompt, int(out.logits[0, -1].argmax()))
+    while len(t.seq) - len(prompt) < new_tokens:
+        i = len(t.seq) - 2
+        drafts = _drafts(trunk, depths, out, t.seq)
+        out = trunk(torch.tensor([t.seq + drafts], device=device))
+        t.verify(drafts, out.logits[0, i + 1 : i + 2 + len(drafts)].argmax(-1).tolist())
+    return t.result()
+
+
+def cacheable(trunk: Trunk, depths: list[MtpDepth]) -> bool:
+    """True when every cache involved can be cropped back: full attention only, and each MTP
+    block has an attention layer index (its entry in its own cache)."""
+    types = getattr(trunk.model.config, "layer_types", None) or []
+    if any(t != "full_attention" for t in types):
+        return False
+    cfg = trunk.model.config
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
+        return False
+    return all(_attn_index(d) is not None for d in depths)
+
+
+def _attn_index(depth: MtpDepth) -> int | None:
+    idx = getattr(getattr(depth.block, "self_attn", None), "layer_idx", None)
+    return int(idx) if isinstance(idx, int) else None
+
+
+class _DepthCache:
+    """One MTP depth's KV cache and its block outputs for the positions that are final."""
+
+    def __init__(self, depth: MtpDepth) -> None:
+        from transformers import DynamicCache
+
+        self.depth = depth
+        self.index = _attn_index(depth)
+        self.cache = DynamicCache()
+        self.outputs: list[torch.Tensor] = []  # [1, d] per final position
+
+    @property
+    def length(self) -> int:
+        return len(self.outputs)
+
+    def run(self, trunk: Trunk, h: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Block outputs [1, q, d] for positions length..length+q-1 (h, tokens: [1, q, ...])."""
+        from transformers.masking_utils import create_causal_mask
+
+        x = self.depth.project(h, trunk.embed(tokens))
+        start = self.length  # the cache holds exactly the final positions
+        pos = torch.arange(start, start + x.shape[1], device=x.device)[None]
+        mask = create_causal_mask(config=trunk.model.config, inputs_embeds=x,
+                                  attention_mask=None, cache=self.cache, position_ids=pos,
+                                  layer_idx=self.index)
+        pe = trunk.base.rotary_emb(x, position_ids=pos)
+        out = self.depth.block(x, attention_mask=mask, position_ids=pos,
+                               position_embeddings=pe, cache=self.cache, use_cache=True)
+        return out[0] if isinstance(out, tuple) else out
+
+    def commit(self, outputs: list[torch.Tensor], n: int) -> None:
+        """Keep the first ``n`` positions (``outputs`` covers 0..i): crop the cache back."""
+        drop = len(outputs) - n
+        if drop > 0:
+            self.cache.crop(-drop)
+        self.outputs = outputs[:n]
+
+
+def speculate_cached(trunk: Trunk, depths: list[MtpDepth], prompt: list[int],
+                     new_tokens: int, device: torch.device) -> dict[str, Any]:
+    """:func:`speculate_one` with the trunk's and every MTP depth's KV cache (same result)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=trunk.model.config)
+    out = trunk(torch.tensor([prompt], device=device), cache)
+    hidden = list(out.hidden[0].unbind(0))  # trunk h of every position in the trunk cache
+    t = _Tally(prompt, int(out.logits[0, -1].argmax()))
+    seq = t.seq
+    chain = [_DepthCache(d) for d in depths]
+    while len(seq) - len(prompt) < new_tokens:
+        n = len(seq)
+        i = n - 2
+        drafts: list[int] = []
+        prev = hidden  # h of depth k at positions 0..i: the trunk's, then depth k-1's outputs
+        for k, dc in enumerate(chain, start=1):
+            start = dc.length
+            h = torch.stack(prev[start : i + 1])[None]
+            full = seq + drafts
+            toks = torch.tensor([full[start + k : i + 1 + k]], device=device)
+            o = dc.run(trunk, h, toks)[0]
+            drafts.append(int(trunk.head(dc.depth.final_norm(o[-1:])).argmax(-1)[0]))
+            prev = dc.outputs + list(o.unbind(0))
+            dc.commit(prev, n - k)  # final: positions j whose t_{j+k} is accepted, 0..n-k-1
+        out = trunk(torch.tensor([[seq[-1], *drafts]], device=device), cache)
+        n_ok = t.verify(drafts, out.logits[0].argmax(-1).tolist())
+        hidden.extend(out.hidden[0, : n_ok + 1].unbind(0))
+        if n_ok < len(drafts):  # roll the trunk's cache back over the rejected drafts
+            cache.crop(n_ok - len(drafts))
+    return t.result()
 
 
 def teacher_forced_agreement(trunk: Trunk, depths: list[MtpDepth], seq: list[int],
@@ -103,9 +214,10 @@ def teacher_forced_agreement(trunk: Trunk, depths: list[MtpDepth], seq: list[int
 
 def speculate(trunk: Trunk, depths: list[MtpDepth], seqs: list[list[int]], *,
               prompt_tokens: int, new_tokens: int, device: torch.device,
-              context: int | None = None) -> dict[str, float]:
+              context: int | None = None, cached: bool = True) -> dict[str, float]:
     """The loop over every probe document's prompt; raw sums (reduce across ranks, then
-    :func:`speculate_figures`)."""
+    :func:`speculate_figures`). ``cached``: the KV-cached loop where the caches allow it."""
+    loop = speculate_cached if cached and cacheable(trunk, depths) else speculate_one
     sums = {"sequences": 0.0, "generated_tokens": 0.0, "verifier_calls": 0.0,
             "drafting_calls": 0.0, "accepted_drafts": 0.0, "loop_drafted_positions": 0.0,
             "loop_accepted_positions": 0.0, "all_positions": 0.0, "all_positions_agree": 0.0,
@@ -118,7 +230,7 @@ def speculate(trunk: Trunk, depths: list[MtpDepth], seqs: list[list[int]], *,
                 n_new = min(n_new, context - len(prompt) - len(depths) - 1)
             if n_new < 2:
                 continue
-            r = speculate_one(trunk, depths, prompt, n_new, device)
+            r = loop(trunk, depths, prompt, n_new, device)
             tf = teacher_forced_agreement(trunk, depths, r["sequence"], device)
             first = len(prompt) - 1  # first position whose draft targets a generated token
             region = tf[first:]
@@ -136,23 +248,26 @@ def speculate(trunk: Trunk, depths: list[MtpDepth], seqs: list[list[int]], *,
     return sums
 
 
-def speculate_figures(s: dict[str, float]) -> dict[str, Any]:
+def speculate_figures(s: dict[str, float], prompt_tokens: int, new_tokens: int
+                      ) -> SpeculateFigures:
     """Figures from (reduced) sums; see the module docstring for each definition."""
 
     def r(a: str, b: str) -> float | None:
         return s[a] / s[b] if s[b] else None
 
-    return {
-        "sequences": int(s["sequences"]),
-        "generated_tokens": int(s["generated_tokens"]),
-        "verifier_calls": int(s["verifier_calls"]),
-        "mean_acceptance_length": (s["accepted_drafts"] + s["drafting_calls"])
+    return SpeculateFigures(
+        sequences=int(s["sequences"]),
+        generated_tokens=int(s["generated_tokens"]),
+        verifier_calls=int(s["verifier_calls"]),
+        mean_acceptance_length=(s["accepted_drafts"] + s["drafting_calls"])
         / s["drafting_calls"] if s["drafting_calls"] else None,
-        "verifier_calls_per_token": r("verifier_calls", "generated_tokens"),
-        "loop_drafted_positions": int(s["loop_drafted_positions"]),
-        "acceptance_at_loop_drafted_positions": r("loop_accepted_positions",
-                                                  "loop_drafted_positions"),
-        "all_positions": int(s["all_positions"]),
-        "acceptance_at_all_positions": r("all_positions_agree", "all_positions"),
-        "decision_mismatches": int(s["decision_mismatches"]),
-    }
+        verifier_calls_per_token=r("verifier_calls", "generated_tokens"),
+        loop_drafted_positions=int(s["loop_drafted_positions"]),
+        acceptance_at_loop_drafted_positions=r("loop_accepted_positions",
+                                               "loop_drafted_positions"),
+        all_positions=int(s["all_positions"]),
+        acceptance_at_all_positions=r("all_positions_agree", "all_positions"),
+        decision_mismatches=int(s["decision_mismatches"]),
+        prompt_tokens=prompt_tokens,
+        new_tokens=new_tokens,
+    )

@@ -1,18 +1,98 @@
-"""Rich tables for an accept result (the JSON dict of :func:`ckpt_audit.mtp.engine.accept_run`)."""
+"""Renderers of an accept result (:class:`ckpt_audit.mtp.results.AcceptResult`): the JSON dict
+of schema ``ckpt-audit.accept/1`` (:func:`to_dict`), Rich tables and the ``audit --probe`` block.
+Pure functions of the result."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from ckpt_audit.mtp.results import (
+    AcceptResult,
+    ChainFigures,
+    DepthFigures,
+    GradBalance,
+    SpeculateFigures,
+)
+
+
+def depth_dict(d: DepthFigures) -> dict[str, Any]:
+    return {"depth": d.depth, "pairs": d.pairs, "greedy_acceptance": d.greedy_acceptance,
+            "sampled_acceptance": dict(d.sampled_acceptance),
+            "label_accuracy": d.label_accuracy, "label_pairs": d.label_pairs,
+            "verifier_entropy": d.verifier_entropy, "draft_entropy": d.draft_entropy,
+            "cumulative_acceptance": d.cumulative_acceptance,
+            "cumulative_sampled_acceptance": dict(d.cumulative_sampled_acceptance)}
+
+
+def _chain(c: ChainFigures) -> dict[str, Any]:
+    return {"depths": [depth_dict(d) for d in c.depths],
+            "expected_tokens_per_step": c.expected_tokens_per_step,
+            "expected_tokens_per_step_sampled": dict(c.expected_tokens_per_step_sampled)}
+
+
+def speculate_dict(sp: SpeculateFigures) -> dict[str, Any]:
+    return {"sequences": sp.sequences, "generated_tokens": sp.generated_tokens,
+            "verifier_calls": sp.verifier_calls,
+            "mean_acceptance_length": sp.mean_acceptance_length,
+            "verifier_calls_per_token": sp.verifier_calls_per_token,
+            "loop_drafted_positions": sp.loop_drafted_positions,
+            "acceptance_at_loop_drafted_positions": sp.acceptance_at_loop_drafted_positions,
+            "all_positions": sp.all_positions,
+            "acceptance_at_all_positions": sp.acceptance_at_all_positions,
+            "decision_mismatches": sp.decision_mismatches,
+            "prompt_tokens": sp.prompt_tokens, "new_tokens": sp.new_tokens}
+
+
+def grad_balance_dict(gb: GradBalance) -> dict[str, Any]:
+    return {"lambda": gb.lambda_, "main_grad_norm": gb.main_grad_norm,
+            "mtp_grad_norm": gb.mtp_grad_norm, "ratio": gb.ratio,
+            "per_block": [{"block": b.block, "main_grad_norm": b.main_grad_norm,
+                           "mtp_grad_norm": b.mtp_grad_norm, "ratio": b.ratio}
+                          for b in gb.per_block],
+            "lambda_source": gb.lambda_source}
+
+
+def to_dict(r: AcceptResult) -> dict[str, Any]:
+    """The JSON document (schema ``ckpt-audit.accept/1``; every key defined in docs/MTP.md)."""
+    q = r.quantization
+    out: dict[str, Any] = {
+        "schema": r.schema, "checkpoint": r.checkpoint, "layout": r.layout,
+        "concat_order": r.concat_order, "device": r.device, "dtype": r.dtype,
+        "stored_dtype": r.stored_dtype,
+        "quantization": None if q is None else {"method": q.method,
+                                                "weight_block_size": list(q.block)},
+        "world_size": r.world_size, "sequences": r.sequences, "positions": r.positions,
+        "temperatures": list(r.temperatures), "final_gain_ratio": r.final_gain_ratio,
+        **_chain(r.chain), "notes": list(r.notes)}
+    if r.what_if:
+        out["what_if"] = [{"kind": w.kind, "final_scale": w.final_scale,
+                           "final_gain_ratio": w.final_gain_ratio, **_chain(w.chain)}
+                          for w in r.what_if]
+    if r.speculate is not None:
+        out["speculate"] = speculate_dict(r.speculate)
+    if r.grad_balance is not None:
+        out["grad_balance"] = grad_balance_dict(r.grad_balance)
+    return out
+
+
+def summary_dict(r: AcceptResult) -> dict[str, Any]:
+    """The ``acceptance`` object ``audit --probe --format json`` adds to its report."""
+    return {"schema": r.schema, "layout": r.layout, "positions": r.positions,
+            "depths": [depth_dict(d) for d in r.chain.depths],
+            "expected_tokens_per_step": r.chain.expected_tokens_per_step,
+            "notes": list(r.notes)}
 
 
 def _f(x: float | None, digits: int = 4) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def depth_table(title: str, depths: list[dict[str, Any]], temps: list[str]) -> Table:
+def depth_table(title: str, depths: Sequence[Mapping[str, Any]], temps: Sequence[str]) -> Table:
     """One row per depth: pairs, greedy, sampled per T, cumulative, label accuracy, entropies."""
     t = Table(title=title, title_justify="left")
     t.add_column("depth", justify="right")
@@ -36,64 +116,79 @@ def depth_table(title: str, depths: list[dict[str, Any]], temps: list[str]) -> T
     return t
 
 
-def print_result(res: dict[str, Any], console: Console) -> None:
+def _weights(r: AcceptResult) -> str:
+    """``float32`` or ``float32 (stored float8_e4m3fn+float32, fp8 blocks 128x128 dequantized)``."""
+    if not r.stored_dtype or r.stored_dtype == r.dtype:
+        return r.dtype
+    q = r.quantization
+    how = f", {q.method} blocks {q.block[0]}x{q.block[1]} dequantized" if q else ""
+    return f"{r.dtype} (stored {r.stored_dtype}{how})"
+
+
+def print_result(r: AcceptResult, console: Console) -> None:
     """The full human-readable report."""
-    temps = res["temperatures"]
-    console.print(f"[bold]{res['checkpoint']}[/]  layout {res['layout']} "
-                  f"({res['concat_order']}), {res['sequences']} sequences, "
-                  f"{res['positions']} tokens, {res['device']} {res['dtype']}"
-                  + (f", {res['world_size']} ranks" if res["world_size"] > 1 else ""))
-    console.print(depth_table("Teacher-forced acceptance", res["depths"], temps))
+    temps = r.temperatures
+    console.print(f"[bold]{escape(r.checkpoint)}[/]  layout {r.layout} ({r.concat_order}), "
+                  f"{r.sequences} sequences, {r.positions} tokens, {r.device} {_weights(r)}"
+                  + (f", {r.world_size} ranks" if r.world_size > 1 else ""))
+    console.print(depth_table("Teacher-forced acceptance",
+                              [depth_dict(d) for d in r.chain.depths], temps))
     sampled = ", ".join(f"T={k}: {_f(v, 3)}" for k, v in
-                        res["expected_tokens_per_step_sampled"].items())
+                        r.chain.expected_tokens_per_step_sampled.items())
     console.print(f"expected tokens per verifier step (bonus counted): greedy "
-                  f"{_f(res['expected_tokens_per_step'], 3)}; sampled {sampled}")
-    console.print(f"final gain ratio ‖γ‖₂/√d: {_f(res['final_gain_ratio'], 3)}")
-    for w in res.get("what_if", []):
+                  f"{_f(r.chain.expected_tokens_per_step, 3)}; sampled {sampled}")
+    console.print(f"final gain ratio ‖γ‖₂/√d: {_f(r.final_gain_ratio, 3)}")
+    for w in r.what_if:
         console.print(depth_table(
-            f"What if the final gain were ×{w['final_scale']:.4g} (ratio "
-            f"{w['final_gain_ratio']:.3f}, {w['kind']})", w["depths"], temps))
-        console.print(f"expected tokens per step: greedy {_f(w['expected_tokens_per_step'], 3)}")
-    sp = res.get("speculate")
-    if sp:
+            f"What if the final gain were ×{w.final_scale:.4g} (ratio "
+            f"{w.final_gain_ratio:.3f}, {w.kind})", [depth_dict(d) for d in w.chain.depths],
+            temps))
+        console.print(f"expected tokens per step: greedy "
+                      f"{_f(w.chain.expected_tokens_per_step, 3)}")
+    sp = r.speculate
+    if sp is not None:
         console.print(
-            f"[bold]speculate[/] (greedy loop, {sp['sequences']} prompts, "
-            f"{sp['generated_tokens']} tokens): mean acceptance length "
-            f"{_f(sp['mean_acceptance_length'], 3)}, verifier calls per token "
-            f"{_f(sp['verifier_calls_per_token'], 3)}\n"
+            f"[bold]speculate[/] (greedy loop, {sp.sequences} prompts, "
+            f"{sp.generated_tokens} tokens): mean acceptance length "
+            f"{_f(sp.mean_acceptance_length, 3)}, verifier calls per token "
+            f"{_f(sp.verifier_calls_per_token, 3)}\n"
             f"  depth-1 acceptance at the positions the loop drafted at: "
-            f"{_f(sp['acceptance_at_loop_drafted_positions'])} "
-            f"({sp['loop_drafted_positions']} positions)\n"
+            f"{_f(sp.acceptance_at_loop_drafted_positions)} "
+            f"({sp.loop_drafted_positions} positions)\n"
             f"  depth-1 acceptance at all positions of the same continuations (teacher-forced): "
-            f"{_f(sp['acceptance_at_all_positions'])} ({sp['all_positions']} positions)\n"
-            f"  loop decisions differing from teacher-forced: {sp['decision_mismatches']}")
-    gb = res.get("grad_balance")
-    if gb:
-        t = Table(title=f"Gradient balance on the trunk's blocks (λ = {gb['lambda']:g}, "
-                  f"{gb['lambda_source']})", title_justify="left")
+            f"{_f(sp.acceptance_at_all_positions)} ({sp.all_positions} positions)\n"
+            f"  loop decisions differing from teacher-forced: {sp.decision_mismatches}")
+    gb = r.grad_balance
+    if gb is not None:
+        t = Table(title=f"Gradient balance on the trunk's blocks (λ = {gb.lambda_:g}, "
+                  f"{gb.lambda_source})", title_justify="left")
         for col in ("block", "‖∇L_main‖", "‖∇L_MTP‖", "λ·‖∇L_MTP‖/‖∇L_main‖"):
             t.add_column(col, justify="right")
-        for b in gb["per_block"]:
-            t.add_row(str(b["block"]), _f(b["main_grad_norm"]), _f(b["mtp_grad_norm"]),
-                      _f(b["ratio"]))
-        t.add_row("all", _f(gb["main_grad_norm"]), _f(gb["mtp_grad_norm"]), _f(gb["ratio"]))
+        for b in gb.per_block:
+            t.add_row(str(b.block), _f(b.main_grad_norm), _f(b.mtp_grad_norm), _f(b.ratio))
+        t.add_row("all", _f(gb.main_grad_norm), _f(gb.mtp_grad_norm), _f(gb.ratio))
         console.print(t)
-    for note in res.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}")
+    for note in r.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
 
 
-def print_summary(summary: dict[str, Any], console: Console) -> None:
-    """The ``audit --probe`` block (an :func:`~ckpt_audit.mtp.engine.accept_summary` dict)."""
-    temps = list(summary["depths"][0]["sampled_acceptance"]) if summary["depths"] else []
+def _summary_temps(summary: Mapping[str, Any]) -> list[str]:
+    depths = summary["depths"]
+    return list(depths[0]["sampled_acceptance"]) if depths else []
+
+
+def print_summary(summary: Mapping[str, Any], console: Console) -> None:
+    """The ``audit --probe`` block (a :func:`summary_dict`)."""
     console.print(depth_table(f"MTP acceptance ({summary['layout']}, {summary['positions']} "
-                              "probe tokens, teacher-forced)", summary["depths"], temps))
+                              "probe tokens, teacher-forced)", summary["depths"],
+                              _summary_temps(summary)))
     console.print("expected tokens per verifier step (bonus counted): "
                   f"{_f(summary['expected_tokens_per_step'], 3)}")
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """The ``audit --probe`` block as a Markdown section."""
-    temps = list(summary["depths"][0]["sampled_acceptance"]) if summary["depths"] else []
+def summary_markdown(summary: Mapping[str, Any]) -> str:
+    """The ``audit --probe`` block (a :func:`summary_dict`) as a Markdown section."""
+    temps = _summary_temps(summary)
     head = ["depth", "pairs", "greedy", *[f"sampled T={t}" for t in temps], "label acc.",
             "H(verifier)", "H(draft)"]
     lines = [f"\n## MTP acceptance ({summary['layout']}, {summary['positions']} probe tokens)\n",

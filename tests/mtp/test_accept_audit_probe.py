@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ckpt_audit.mtp.engine import accept_run
+from tests.support.accept import accept_json as accept_run
 
 
 def test_audit_json_gains_acceptance(cli: Any, fixture_ckpt: Path, probe_file: Path,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ckpt_audit.mtp.engine import accept_run
+from tests.support.accept import accept_json as accept_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -285,3 +285,33 @@ def test_torchrun_two_ranks_gloo_equals_one(fixture_ckpt: Path, probe_file: Path
         assert a["sampled_acceptance"][key] == pytest.approx(b["sampled_acceptance"][key],
                                                              rel=1e-6)
     assert dp["grad_balance"]["ratio"] == pytest.approx(one["grad_balance"]["ratio"], rel=1e-5)
+
+
+def test_typed_result_and_json_contract(fixture_ckpt: Path, probe_file: Path,
+                                        loaded: Any) -> None:
+    """accept_run returns a frozen typed result; its JSON keeps ckpt-audit.accept/1's keys, in
+    order (the contract of the untyped dicts this replaced, plus stored_dtype/quantization)."""
+    import dataclasses
+
+    from ckpt_audit.mtp.engine import accept_run as typed_run
+    from ckpt_audit.report.accept import to_dict
+
+    res = typed_run(str(fixture_ckpt), str(probe_file), loaded=loaded, max_docs=3,
+                    what_if_renorm=True, speculate=True, spec_new_tokens=4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.layout = "x"  # type: ignore[misc]
+    doc = to_dict(res)
+    assert list(doc) == ["schema", "checkpoint", "layout", "concat_order", "device", "dtype",
+                         "stored_dtype", "quantization", "world_size", "sequences",
+                         "positions", "temperatures", "final_gain_ratio", "depths",
+                         "expected_tokens_per_step", "expected_tokens_per_step_sampled",
+                         "notes", "what_if", "speculate"]
+    assert list(doc["depths"][0]) == [
+        "depth", "pairs", "greedy_acceptance", "sampled_acceptance", "label_accuracy",
+        "label_pairs", "verifier_entropy", "draft_entropy", "cumulative_acceptance",
+        "cumulative_sampled_acceptance"]
+    assert list(doc["what_if"][0]) == ["kind", "final_scale", "final_gain_ratio", "depths",
+                                       "expected_tokens_per_step",
+                                       "expected_tokens_per_step_sampled"]
+    assert doc["depths"][0]["greedy_acceptance"] == res.chain.depths[0].greedy_acceptance
+    assert json.loads(json.dumps(doc)) == doc

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ckpt_audit.mtp.metrics import AcceptSums, row_stats, temp_key
+from ckpt_audit.mtp.metrics import AcceptSums, row_stats
+from ckpt_audit.mtp.results import temp_key
 
 
 def _np_softmax(x: np.ndarray) -> np.ndarray:
@@ -42,11 +43,13 @@ def test_p_equals_q_gives_acceptance_one() -> None:
     drafts = [torch.roll(p, -k, dims=1) for k in (1, 2)]  # draft at i = verifier at i+k
     acc = AcceptSums(2, [1.0, 0.7], torch.device("cpu"))
     acc.add(p, drafts, ids, lengths)
-    depths, etps, etps_s = acc.figures()
+    fig = acc.figures()
+    depths, etps, etps_s = (fig.depths, fig.expected_tokens_per_step,
+                            fig.expected_tokens_per_step_sampled)
     for d in depths:
-        assert d["greedy_acceptance"] == 1.0
-        assert d["cumulative_acceptance"] == 1.0
-        for v in d["sampled_acceptance"].values():
+        assert d.greedy_acceptance == 1.0
+        assert d.cumulative_acceptance == 1.0
+        for v in d.sampled_acceptance.values():
             assert v == pytest.approx(1.0, abs=1e-6)
     assert etps == 3.0
     assert etps_s[temp_key(0.7)] == pytest.approx(3.0, abs=1e-5)
@@ -71,17 +74,17 @@ def test_alignment_and_pair_counts() -> None:
             q[b, i, ids[b, i + 2]] = 5.0
     acc = AcceptSums(1, [1.0], torch.device("cpu"))
     acc.add(p, [q], ids, torch.tensor(lengths))
-    (d,), _, _ = acc.figures()
-    assert d["pairs"] == sum(n - 1 for n in lengths)
-    assert d["label_pairs"] == sum(n - 2 for n in lengths)
-    assert d["label_accuracy"] == 1.0
+    (d,) = acc.figures().depths
+    assert d.pairs == sum(n - 1 for n in lengths)
+    assert d.label_pairs == sum(n - 2 for n in lengths)
+    assert d.label_accuracy == 1.0
     # pairs at i <= T-3 agree by construction; the last pair (i = T-2) pairs the draft with
     # the verifier at T-1, whose argmax (position T-1 predicts a token not in the probe) is
     # the uniform row's first index unless the draft happens to match it.
     last_agree = sum(int(q[b, n - 2].argmax() == p[b, n - 1].argmax()) for b, n in
                      enumerate(lengths))
-    expect = (sum(n - 2 for n in lengths) + last_agree) / d["pairs"]
-    assert d["greedy_acceptance"] == pytest.approx(expect)
+    expect = (sum(n - 2 for n in lengths) + last_agree) / d.pairs
+    assert d.greedy_acceptance == pytest.approx(expect)
 
 
 def test_misaligned_drafts_score_low() -> None:
@@ -89,8 +92,8 @@ def test_misaligned_drafts_score_low() -> None:
     ids, p, lengths = _batch([30] * 4, 30, 50, 7)
     acc = AcceptSums(1, [1.0], torch.device("cpu"))
     acc.add(p, [p.clone()], ids, lengths)  # draft at i equals verifier at i: wrong alignment
-    (d,), _, _ = acc.figures()
-    assert d["greedy_acceptance"] < 0.2
+    (d,) = acc.figures().depths
+    assert d.greedy_acceptance < 0.2
 
 
 def test_batches_sum_exactly() -> None:

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ckpt_audit.mtp.engine import accept_run, batches
+from ckpt_audit.mtp.engine import batches
 from ckpt_audit.mtp.modules import run_chain
+from tests.support.accept import accept_json as accept_run
 
 
 def _untrained_ckpt(stories: Path, out: Path) -> Path:

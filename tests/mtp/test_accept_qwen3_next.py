@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from ckpt_audit.mtp.engine import accept_run
+from tests.support.accept import accept_json as accept_run
 
 N = 4
 CFG: dict[str, Any] = dict(

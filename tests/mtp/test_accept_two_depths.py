@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ckpt_audit.mtp.engine import accept_run
+from tests.support.accept import accept_json as accept_run
 
 
 @pytest.fixture(scope="module")

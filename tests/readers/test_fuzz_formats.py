@@ -81,7 +81,7 @@ def _check(path: Path) -> None:
                 assert value.shape == infos[name].shape
     except CkptAuditError as exc:
         assert exc.path or str(path) in str(exc)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 10
 
 
 @pytest.mark.parametrize("make, suffix", [(_gguf, ".gguf"), (_llama2c, ".bin"),

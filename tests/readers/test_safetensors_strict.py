@@ -108,7 +108,7 @@ def test_verdict_agrees_with_the_reference_library(specs: dict, mut: str, pick: 
     blob = build(specs, mut, pick)
     t0 = time.monotonic()
     verdict = ours(blob)
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 5
     assert verdict == reference(blob), (mut, blob[:300])
 
 

@@ -100,9 +100,9 @@ def _redirect_elsewhere(conn: socket.socket) -> None:
 
 
 @pytest.mark.parametrize("respond, limit_s, fails", [
-    (_drip, 2 * BUDGET.timeout + 1, True), (_silent, 2 * BUDGET.timeout + 1, True),
-    (_huge_range, 3, True), (_no_range, 3, True), (_redirect_elsewhere, 3, True),
-    (_long_body, 3, False),  # cut at the 64 KiB asked for: the extra 8 MiB are never read
+    (_drip, 2 * BUDGET.timeout + 3, True), (_silent, 2 * BUDGET.timeout + 3, True),
+    (_huge_range, 6, True), (_no_range, 6, True), (_redirect_elsewhere, 6, True),
+    (_long_body, 6, False),  # cut at the 64 KiB asked for: the extra 8 MiB are never read
 ])
 def test_misbehaving_server_is_bounded(respond: Callable[[socket.socket], None],
                                        limit_s: float, fails: bool) -> None:
@@ -171,7 +171,7 @@ def test_the_audit_budget_bounds_all_reads_together() -> None:
         t0 = time.monotonic()
         with pytest.raises(RemoteError, match="budget for the remote reads of one audit"):
             remote_location(url, opts).open().read(0, 8)
-    assert time.monotonic() - t0 < 4
+    assert time.monotonic() - t0 < 6
 
 
 def test_cli_timeout_bounds_a_silent_server() -> None:

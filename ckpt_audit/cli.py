@@ -17,7 +17,7 @@ import typer
 
 from ckpt_audit import __version__
 from ckpt_audit.commands._common import EXIT_CLOSED_PIPE
-from ckpt_audit.errors import CkptAuditError
+from ckpt_audit.errors import CkptAuditError, error_text, escape
 
 app = typer.Typer(
     name="ckpt-audit",
@@ -87,7 +87,11 @@ def error_line(exc: BaseException) -> tuple[str, int] | None:
     their ``show``/``exit_code`` interface since click is vendored and may not be importable).
     """
     if isinstance(exc, CkptAuditError):
-        return f"ckpt-audit: error: {exc}", exc.exit_code
+        return error_text(exc), exc.exit_code
+    if isinstance(exc, RecursionError | MemoryError):  # a hostile input past a budget we missed
+        what = "nested too deeply" if isinstance(exc, RecursionError) else "too large"
+        return (f"ckpt-audit: error: the input is {what} to read ({type(exc).__name__}); "
+                "refused", 2)
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         top = exc.name.split(".")[0]
         if top in OPTIONAL:
@@ -150,7 +154,7 @@ def _main(argv: list[str] | None) -> None:
             sys.exit(2)
         if debug:
             raise
-        sys.stderr.write(f"ckpt-audit: internal error: {type(exc).__name__}: {exc} "
+        sys.stderr.write(f"ckpt-audit: internal error: {type(exc).__name__}: {escape(exc)} "
                          "(set CKPT_AUDIT_DEBUG=1 for a traceback)\n")
         sys.exit(3)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,13 @@ def refuse_inside(output: str, checkpoint: str) -> None:
     if out == ck or out.startswith(ck.rstrip(os.sep) + os.sep):
         raise CkptAuditError(f"refusing to write inside {checkpoint} (ckpt-audit never writes "
                              "where checkpoints live); choose another path", output)
+
+
+def finite(option: str, value: float | None) -> float | None:
+    """A float option must be a number: ``nan`` and ``inf`` (which click accepts) are refused."""
+    if value is not None and not math.isfinite(value):
+        raise CkptAuditError(f"{option} must be a finite number, not {value!r}")
+    return value
 
 
 def refuse_inside_any(output: str | None, folders: Sequence[str]) -> None:
@@ -84,9 +92,11 @@ def verdict_line(doc: Any) -> str:
             + (f": {detail})" if detail else ")"))
 
 
-def github_outputs(doc: Any, github: bool | None, opts: Any) -> None:
+def github_outputs(doc: Any, github: bool | None, opts: Any,
+                   checkpoints: Sequence[str] = ()) -> None:
     """Under GitHub Actions (or ``--github``): an annotation per finding on stdout and the
-    Markdown report appended to the step summary."""
+    Markdown report appended to the step summary, which like any other write is never inside
+    the ``checkpoints`` (or runs) read."""
     from ckpt_audit.report import render
     from ckpt_audit.report.github import (
         append_step_summary,
@@ -96,6 +106,7 @@ def github_outputs(doc: Any, github: bool | None, opts: Any) -> None:
 
     if not (github if github is not None else in_github_actions()):
         return
+    refuse_inside_any(os.environ.get("GITHUB_STEP_SUMMARY"), checkpoints)
     for line in document_annotations(doc):
         sys.stdout.write(line + "\n")
     append_step_summary(render(doc, "markdown", opts))

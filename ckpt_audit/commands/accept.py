@@ -10,7 +10,7 @@ import json
 
 import typer
 
-from ckpt_audit.commands._common import console, emit
+from ckpt_audit.commands._common import console, emit, finite
 from ckpt_audit.commands.options import Device, OutputOpt, TableOrJson, flag
 from ckpt_audit.mtp.layouts import LAYOUTS, ORDERS
 
@@ -68,6 +68,8 @@ def register(app: typer.Typer) -> None:
         quiet: bool = flag("--quiet", "-q", help="No progress bar.", plain=True),
     ) -> None:
         """Measure MTP draft acceptance on a probe set, teacher-forced, from a checkpoint."""
+        finite("--final-scale", final_scale)
+        finite("--mtp-lambda", mtp_lambda)
         from ckpt_audit.mtp.engine import accept_run
 
         res = accept_run(ckpt, probe, temperatures=tuple(temperature), max_tokens=max_tokens,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
-from ckpt_audit.commands._common import github_outputs, write_document
+from ckpt_audit.commands._common import finite, github_outputs, write_document
 from ckpt_audit.commands.options import (
+    AllowRedirectHostOpt,
+    AuditIncomplete,
+    AuditIncompleteOpt,
     BaselineOpt,
     ConfigOpt,
     ConventionOpt,
@@ -21,9 +25,34 @@ from ckpt_audit.commands.options import (
     OutputFormat,
     OutputOpt,
     ReadOptions,
+    TimeoutOpt,
     WidthOpt,
     flag,
 )
+from ckpt_audit.errors import IncompleteError, error_text
+from ckpt_audit.storage import RemoteOptions, remote_options
+
+
+def check_complete(path: str, incomplete: AuditIncomplete) -> bool:
+    """Completeness before any verdict, by the rules ``trend`` applies to each checkpoint of a
+    run (:func:`ckpt_audit.runs.discovery.checkpoint_problems`). Raises
+    :class:`IncompleteError` (exit 2), or with ``--incomplete fail`` writes the same line and
+    returns True (exit 1). Local paths only: a remote checkpoint's missing shard is a 404."""
+    import os
+
+    from ckpt_audit.runs.discovery import checkpoint_problems
+    from ckpt_audit.storage import is_url
+
+    if is_url(path) or not os.path.exists(path):
+        return False
+    problems = checkpoint_problems(path)
+    if not problems:
+        return False
+    err = IncompleteError("incomplete checkpoint: " + "; ".join(problems), path)
+    if incomplete is AuditIncomplete.FAIL:
+        sys.stderr.write(error_text(err) + "\n")
+        return True
+    raise err
 
 
 def run_audit(path: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str | None = None,
@@ -31,7 +60,9 @@ def run_audit(path: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str 
               read: ReadOptions = ReadOptions(), expect_init: bool = False,
               device: str = "auto", show: int = 20, width: int | None = None,
               baseline: str | None = None, probe: str | None = None,
-              github: bool | None = None) -> int:
+              github: bool | None = None,
+              incomplete: AuditIncomplete = AuditIncomplete.ERROR, timeout: float = 300.0,
+              allow_redirect_host: bool = False) -> int:
     """Audit, render, and return the exit code (0 pass, 1 findings at/above ``fail_on``)."""
     from ckpt_audit.commands._runs import band_list
     from ckpt_audit.core.audit import audit_checkpoint
@@ -40,8 +71,14 @@ def run_audit(path: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str 
     from ckpt_audit.report import AuditDocument, RenderOptions
 
     policy = load_policy(config)
-    report = audit_checkpoint(path, **read.audit_kwargs(policy), expect_init=expect_init,
-                              device=device)
+    if check_complete(path, incomplete):
+        return 1
+    finite("--timeout", timeout)
+    remote = RemoteOptions(timeout=min(30.0, timeout), total_timeout=timeout,
+                           allow_redirect_host=allow_redirect_host)
+    with remote_options(remote):
+        report = audit_checkpoint(path, **read.audit_kwargs(policy), expect_init=expect_init,
+                                  device=device)
     if baseline:
         from ckpt_audit.runs.gate import with_baseline
 
@@ -60,7 +97,7 @@ def run_audit(path: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str 
             f"±{policy.init_tolerance} of √dim")
     opts = RenderOptions(width, fail_on.severity, show, bands=tuple(band_list(policy)))
     write_document(doc, fmt.value, output, opts, [path])
-    github_outputs(doc, github, opts)
+    github_outputs(doc, github, opts, [path])
     return exit_code([report], fail_on.severity)
 
 
@@ -87,10 +124,15 @@ def register(app: typer.Typer) -> None:
             "--probe", help="Also measure MTP draft acceptance on this probe file "
                             "(JSONL or text; needs the mtp extra).")] = None,
         github: GithubOpt = None,
+        incomplete: AuditIncompleteOpt = AuditIncomplete.ERROR,
+        timeout: TimeoutOpt = 300.0,
+        allow_redirect_host: AllowRedirectHostOpt = False,
     ) -> None:
         """Audit every norm gain of a checkpoint against the policy's bands."""
         code = run_audit(path, fmt=fmt, output=output, config=config, fail_on=fail_on,
                          read=ReadOptions.of(format_hint, d_model, convention),
                          expect_init=expect_init, device=device.value,
-                         show=show, width=width, baseline=baseline, probe=probe, github=github)
+                         show=show, width=width, baseline=baseline, probe=probe, github=github,
+                         incomplete=incomplete, timeout=timeout,
+                         allow_redirect_host=allow_redirect_host)
         raise typer.Exit(code)

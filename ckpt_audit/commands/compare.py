@@ -7,7 +7,13 @@ from typing import Annotated
 import typer
 
 from ckpt_audit.commands import _runs
-from ckpt_audit.commands._common import github_outputs, refuse_inside_any, say, write_document
+from ckpt_audit.commands._common import (
+    finite,
+    github_outputs,
+    refuse_inside_any,
+    say,
+    write_document,
+)
 from ckpt_audit.commands.options import (
     ConfigOpt,
     ConventionOpt,
@@ -40,6 +46,7 @@ def run_compare(runs: list[str], *, fmt: OutputFormat = OutputFormat.TABLE,
 
     if len(runs) < 2:
         raise CkptAuditError("compare needs at least two runs")
+    finite("--tolerance", tolerance)
     if tolerance < 0:
         raise CkptAuditError("--tolerance must be >= 0")
     size = _runs.parse_size(plot_size) if plot else None
@@ -61,7 +68,7 @@ def run_compare(runs: list[str], *, fmt: OutputFormat = OutputFormat.TABLE,
                             [r for _, res in audited for r in res], by_role=False)
     opts = RenderOptions(width, bands=tuple(_runs.band_list(policy)))
     write_document(cmp, fmt.value, output, opts)
-    github_outputs(cmp, github, opts)
+    github_outputs(cmp, github, opts, runs)
     if plot and size:
         from ckpt_audit.report.plot import plot_lines
 

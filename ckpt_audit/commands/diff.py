@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
 
-from ckpt_audit.commands._common import github_outputs, write_document
+from ckpt_audit.commands._common import finite, github_outputs, refuse_inside_any, write_document
 from ckpt_audit.commands.options import (
     ConfigOpt,
     ConventionOpt,
@@ -20,6 +21,18 @@ from ckpt_audit.commands.options import (
 )
 
 
+def run_folders_of(*checkpoints: str) -> list[str]:
+    """The run folders that hold these checkpoints (a child named like ``checkpoint-N``): an
+    output file inside one would be taken for part of the run."""
+    from ckpt_audit.runs.discovery import parse_name
+
+    out = []
+    for ck in checkpoints:
+        if "://" not in ck and parse_name(os.path.basename(os.path.normpath(ck))):
+            out.append(os.path.dirname(os.path.abspath(ck)))
+    return out
+
+
 def run_diff(a: str, b: str, *, fmt: OutputFormat = OutputFormat.TABLE,
              output: str | None = None, config: str | None = None, show: int = 30,
              read: ReadOptions = ReadOptions(), width: int | None = None,
@@ -30,13 +43,15 @@ def run_diff(a: str, b: str, *, fmt: OutputFormat = OutputFormat.TABLE,
     from ckpt_audit.report import RenderOptions
     from ckpt_audit.runs.compare import Diff, diff_reports
 
+    finite("--max-change", max_change)
+    refuse_inside_any(output, [a, b, *run_folders_of(a, b)])
     policy = load_policy(config)
     kwargs = read.audit_kwargs(policy)
     ra, rb = audit_checkpoint(a, **kwargs), audit_checkpoint(b, **kwargs)
     doc = Diff(ra, rb, tuple(diff_reports(ra, rb)), max_change)
     opts = RenderOptions(width, show=show)
     write_document(doc, fmt.value, output, opts, [a, b])
-    github_outputs(doc, github, opts)
+    github_outputs(doc, github, opts, [a, b, *run_folders_of(a, b)])
     return 1 if doc.verdict == "fail" else 0
 
 

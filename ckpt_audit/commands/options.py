@@ -61,6 +61,14 @@ class Incomplete(str, Enum):
     FAIL = "fail"
 
 
+class AuditIncomplete(str, Enum):
+    """What ``audit`` does with an incomplete checkpoint: a one-line error (exit 2), or a failed
+    gate (exit 1, for CI that treats "not there yet" as a failure rather than a tool error)."""
+
+    ERROR = "error"
+    FAIL = "fail"
+
+
 class ExitOn(str, Enum):
     """``watch --exit-on``: stop with exit 1 at the first checkpoint reaching this."""
 
@@ -112,6 +120,17 @@ PlotOpt = Annotated[str | None, typer.Option(
 PlotSizeOpt = Annotated[str, typer.Option("--plot-size", help="PNG size WIDTHxHEIGHT in pixels.")]
 RoleOpt = Annotated[Role, typer.Option("--role", help="Role whose bands to show.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where statistics run.")]
+
+
+AuditIncompleteOpt = Annotated[AuditIncomplete, typer.Option(
+    "--incomplete", help="An incomplete checkpoint (a shard missing, an index naming an absent "
+                         "file, a partial file) is: error (exit 2) or fail (exit 1).")]
+TimeoutOpt = Annotated[float, typer.Option(
+    "--timeout", min=1.0, help="Seconds all remote reads may take together (each read: at most "
+                               "30).")]
+AllowRedirectHostOpt = Annotated[bool, flag(
+    "--allow-redirect-host", help="Follow redirects to another host (the Hugging Face hub's "
+                                  "CDN).")]
 
 
 SettleOpt = Annotated[float, typer.Option(

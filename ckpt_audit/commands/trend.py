@@ -7,7 +7,13 @@ from typing import Annotated
 import typer
 
 from ckpt_audit.commands import _runs
-from ckpt_audit.commands._common import github_outputs, refuse_inside_any, say, write_document
+from ckpt_audit.commands._common import (
+    finite,
+    github_outputs,
+    refuse_inside_any,
+    say,
+    write_document,
+)
 from ckpt_audit.commands.options import (
     BaselineOpt,
     ConfigOpt,
@@ -49,6 +55,7 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
     from ckpt_audit.runs.trend import build_trend, series
 
     def check_jump() -> None:
+        finite("--jump", jump)
         if jump is not None and jump <= 0:
             raise CkptAuditError("--jump must be a positive fraction (0.3 = 30 %)")
 
@@ -75,7 +82,7 @@ def run_trend(run: str, *, fmt: OutputFormat = OutputFormat.TABLE, output: str |
         plot_lines(plot, lines, _runs.band_list(policy), title=f"ckpt-audit trend: {run}",
                    width=size[0], height=size[1])
         say(f"ckpt-audit: plot written to {plot}")
-    github_outputs(trend, github, opts)
+    github_outputs(trend, github, opts, [run])
     return _runs.exit_code(trend.results, fail_on.severity, incomplete.value, trend.findings)
 
 

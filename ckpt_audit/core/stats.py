@@ -22,6 +22,15 @@ import numpy as np
 from ckpt_audit.records import Convention, GainStats
 
 EXTREME_COUNT = 5
+#: above this magnitude squares would overflow float64: statistics are computed scaled
+_HUGE = 1e150
+
+
+def _scale(finite: np.ndarray) -> float:
+    """1, or for F64 gains near the float64 limit (1e200), whose squares would overflow, a power
+    of two (exact) to divide by first: the figures stay right and numpy never warns."""
+    top_abs = float(np.abs(finite).max()) if finite.size else 0.0
+    return 2.0 ** math.frexp(top_abs)[1] if top_abs > _HUGE else 1.0
 
 
 def effective_gain(values: np.ndarray, convention: Convention) -> np.ndarray:
@@ -42,15 +51,17 @@ def gain_stats(values: np.ndarray, convention: Convention, near_zero: float = 0.
     finite = np.isfinite(g)
     nonfinite = int(n - int(finite.sum()))
     gf = g[finite]
+    scale = _scale(gf)
     if nonfinite:
         norm = ratio = float("nan")
     else:
-        norm = math.sqrt(math.fsum((g * g).tolist()))
+        gs = g / scale
+        norm = math.sqrt(math.fsum((gs * gs).tolist())) * scale
         ratio = norm / math.sqrt(n)
     if gf.size:
-        mean = math.fsum(gf.tolist()) / gf.size
+        mean = math.fsum((gf / scale).tolist()) / gf.size * scale
         # two-pass population variance around the exactly rounded mean (numpy's pairwise sum)
-        std = math.sqrt(float(np.mean((gf - mean) ** 2)))
+        std = math.sqrt(float(np.mean(((gf - mean) / scale) ** 2))) * scale
         lo, hi = float(gf.min()), float(gf.max())
     else:
         mean = std = lo = hi = float("nan")
@@ -70,5 +81,7 @@ def channel_spread(std: float, finite: np.ndarray) -> float:
     """std / RMS of the finite channels ``finite`` (NaN when their RMS is 0 or there are none)."""
     if not finite.size:
         return float("nan")
-    rms = math.sqrt(math.fsum((finite * finite).tolist()) / finite.size)
+    scale = _scale(finite)
+    scaled = finite / scale
+    rms = math.sqrt(math.fsum((scaled * scaled).tolist()) / finite.size) * scale
     return std / rms if rms > 0 else float("nan")

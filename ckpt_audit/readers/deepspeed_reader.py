@@ -173,7 +173,8 @@ class DeepSpeedReader(CheckpointReader):
                     f"ZeRO-3: values read from the fp32 master partitions of {z.world} "
                     "data-parallel rank(s)",
                 ))
-            for key, ref in flatten_state(module if isinstance(module, dict) else {}).items():
+            for key, ref in flatten_state(module if isinstance(module, dict) else {},
+                                          arc.src.name).items():
                 name = strip_prefixes(key)
                 if name in infos:
                     continue  # a ZeRO-3 placeholder of a partitioned parameter
@@ -222,7 +223,7 @@ def _zero_stage(tree: dict[str, Any]) -> int | None:
 
 def _placeholders(tree: dict[str, Any]) -> bool:
     """Every module tensor empty while ``param_shapes`` records real shapes (ZeRO-3)."""
-    refs = list(flatten_state(tree["module"]).values())
+    refs = list(flatten_state(tree["module"], "DeepSpeed model states").values())
     shapes = tree.get("param_shapes")
     return bool(refs) and bool(shapes) and all(
         int(np.prod(r.shape)) == 0 for r in refs

@@ -17,6 +17,14 @@ ITEMSIZE: dict[str, int] = {
     "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
 }
 
+#: bits per element of every dtype the reference safetensors library accepts (the ones
+#: :data:`ITEMSIZE` lacks are validated in headers but not decoded)
+BITS: dict[str, int] = {
+    **{k: 8 * v for k, v in ITEMSIZE.items()},
+    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
+    "C64": 64,
+}
+
 _NUMPY: dict[str, str] = {
     "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
     "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8", "BOOL": "?",

@@ -172,4 +172,17 @@ def parse_gguf(src: ByteSource, quant_sizes: dict[int, tuple[int, int]]) -> GGUF
         if name in tensors:
             raise FormatError(f"tensor {name} appears twice", src.name)
         tensors[name] = GGUFTensor(name, shape, gtype, start, nbytes)
+    _no_overlap(tensors, src.name)
     return GGUFHeader(version, meta, tensors, data_start)
+
+
+def _no_overlap(tensors: dict[str, GGUFTensor], source: str) -> None:
+    """Two tensors may not share bytes (the safetensors rule; a gain aliasing a matrix would be
+    read as the matrix)."""
+    end, prev = 0, ""
+    for t in sorted(tensors.values(), key=lambda t: (t.start, t.start + t.nbytes)):
+        if t.start < end and t.nbytes:
+            raise FormatError(f"tensor {t.name} overlaps tensor {prev}", source)
+        if t.nbytes:
+            end, prev = max(end, t.start + t.nbytes), t.name
+

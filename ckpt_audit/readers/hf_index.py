@@ -29,15 +29,17 @@ def shard_names(obj: Any, source: str) -> list[str]:
 
 def shard_locations(folder: Location, index: Location,
                     wm: dict[str, str] | None = None) -> dict[str, Location]:
-    """Every shard the index names, as locations inside ``folder``; refuses a shard outside the
-    folder or missing."""
+    """Every shard the index names, as locations inside ``folder``; refuses (naming the index) a
+    shard outside the folder (absolute, ``..``, a symlink out: see ``Location.child``) or
+    missing. A checkpoint is a closed world."""
     if wm is None:
         wm = weight_map(index.read_json(), index.display)
     shards: dict[str, Location] = {}
     for shard in sorted(set(wm.values())):
-        if "/" in shard.replace("\\", "/").lstrip("./") and ".." in shard:
-            raise FormatError(f"index names a shard outside the folder: {shard}", index.display)
-        child = folder.child(shard)
+        try:
+            child = folder.child(shard)
+        except FormatError as exc:
+            raise FormatError(f"index {exc.message}", index.display) from None
         if not child.exists():
             raise FormatError(f"index names a missing shard {shard!r}", index.display)
         shards[shard] = child

@@ -113,7 +113,8 @@ def parse_header(head: bytes, source: str) -> Llama2cHeader:
     return Llama2cHeader(0, dim, hidden, layers, heads, kv, abs(vocab), seq, vocab > 0)
 
 
-def layout(h: Llama2cHeader) -> tuple[list[tuple[str, str, tuple[int, ...], int]], int]:
+def layout(h: Llama2cHeader, source: str | None = None
+           ) -> tuple[list[tuple[str, str, tuple[int, ...], int]], int]:
     """Every tensor as ``(name, dtype, shape, offset)`` and the exact file size they imply."""
     d, f, n_layers, v, kv = h.dim, h.hidden_dim, h.n_layers, h.vocab_size, h.kv_dim
     out: list[tuple[str, str, tuple[int, ...], int]] = []
@@ -170,7 +171,7 @@ def layout(h: Llama2cHeader) -> tuple[list[tuple[str, str, tuple[int, ...], int]
             numel = int(np.prod(shape))
             if numel % h.group_size:
                 raise FormatError(f"{name}: {numel} values do not split into groups of "
-                                  f"{h.group_size}")
+                                  f"{h.group_size}", source)
             add(name.removesuffix(".weight") + ".scales", (numel // h.group_size,), per_layer=per)
     return out, pos
 
@@ -192,7 +193,7 @@ class Llama2cReader(CheckpointReader):
             raise FormatError("this is a zip (a torch checkpoint), not a llama2.c model",
                               loc.display)
         self.header = parse_header(head, loc.display)
-        entries, expected = layout(self.header)
+        entries, expected = layout(self.header, loc.display)
         if size != expected:
             what = "truncated" if size < expected else "has trailing bytes"
             raise FormatError(
@@ -223,7 +224,7 @@ class Llama2cReader(CheckpointReader):
             return True
         try:
             h = parse_header(head, loc.display)
-            expected = layout(h)[1]
+            expected = layout(h, loc.display)[1]
         except FormatError:
             return False
         return size == expected or loc.name.endswith(".bin")

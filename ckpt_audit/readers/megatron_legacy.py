@@ -206,7 +206,8 @@ class MegatronLegacyReader(CheckpointReader):
         for key, val in tree.items():
             m = MODEL_KEY.match(str(key))
             if m and isinstance(val, dict):
-                chunks.append((int(m.group(1) or 0), _flatten(val)))
+                chunks.append((int(m.group(1) or 0), flatten_state(
+                    val, self._archive(rank_dir).src.name, skip_suffix="._extra_state")))
         if not chunks:
             raise FormatError("no 'model' state dict in this file",
                               self._archive(rank_dir).src.name)
@@ -346,11 +347,6 @@ class MegatronLegacyReader(CheckpointReader):
         for arc in self._archives.values():
             arc.src.close()
         self._archives.clear()
-
-
-def _flatten(obj: Any) -> dict[str, TensorRef]:
-    """Every TensorRef of a (nested) state dict by dotted name; ``_extra_state`` is skipped."""
-    return {k: v for k, v in flatten_state(obj).items() if not k.endswith("._extra_state")}
 
 
 def _globalise(name: str, offset: int) -> str:

@@ -16,13 +16,23 @@ from __future__ import annotations
 import argparse
 import codecs
 import collections
+import copy
 import io
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ckpt_audit.errors import UnsafePickleError
+from ckpt_audit.errors import UnsafePickleError, escape
+
+#: Budgets for one unpickled file: the pickle's bytes (bounding its opcodes and memo), the bytes
+#: one allowlisted call may allocate, a tensor's dimensions, and for the walk over the object
+#: tree, its nesting depth and the number of containers it visits.
+MAX_PICKLE = 512 * 1024 * 1024
+MAX_ALLOC = 16 * 1024 * 1024
+MAX_DIMS = 64
+MAX_DEPTH = 64
+MAX_NODES = 5_000_000
 
 #: torch storage class name -> safetensors dtype name
 STORAGE_DTYPES: dict[str, str] = {
@@ -61,21 +71,6 @@ class TensorRef:
     dtype: str
 
 
-def flatten_state(obj: Any, prefix: str = "", skip: frozenset[str] = frozenset()
-                  ) -> dict[str, TensorRef]:
-    """Every :class:`TensorRef` in nested dicts, keyed by dotted path (the one state-dict
-    flattener of the pickle readers); top-level keys in ``skip`` are left out."""
-    out: dict[str, TensorRef] = {}
-    if isinstance(obj, TensorRef):
-        out[prefix.rstrip(".")] = obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            if not prefix and str(k) in skip:
-                continue
-            out.update(flatten_state(v, f"{prefix}{k}."))
-    return out
-
-
 @dataclass(frozen=True)
 class _DType:
     name: str
@@ -97,11 +92,22 @@ class Inert:
         return f"<inert {getattr(self, 'qualname', '?')}>"
 
 
-def _rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any, *rest: Any) -> TensorRef:
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, tuple | list) or len(value) > MAX_DIMS \
+            or not all(type(v) is int and v >= 0 for v in value):
+        raise UnsafePickleError(f"tensor {what} is not a short tuple of non-negative ints")
+    return tuple(value)
+
+
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *rest: Any) -> TensorRef:
     if not isinstance(storage, StorageRef):
         raise UnsafePickleError("tensor rebuilt from something that is not a storage record")
-    return TensorRef(storage, int(offset), tuple(int(s) for s in size),
-                     tuple(int(s) for s in stride), storage.dtype)
+    shape, strides = _ints(size, "shape"), _ints(stride, "stride")
+    if len(shape) != len(strides):
+        raise UnsafePickleError(f"tensor shape {shape} and stride {strides} differ in length")
+    if type(offset) is not int or offset < 0:
+        raise UnsafePickleError(f"tensor storage offset {offset!r} is not a non-negative int")
+    return TensorRef(storage, offset, shape, strides, storage.dtype)
 
 
 def _rebuild_tensor_v3(storage: Any, offset: int, size: Any, stride: Any, requires_grad: Any,
@@ -125,6 +131,14 @@ def _codecs_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") ->
     return codecs.encode(obj, encoding, errors)
 
 
+def _bytearray(*args: Any) -> bytearray:
+    """``bytearray`` without the allocation: ``bytearray(2**31)`` is refused."""
+    if args and isinstance(args[0], int) and args[0] > MAX_ALLOC:
+        raise UnsafePickleError(f"bytearray({args[0]}) is over the {MAX_ALLOC}-byte budget for "
+                                "one object")
+    return bytearray(*args)
+
+
 class _StorageType:
     def __init__(self, dtype: str) -> None:
         self.dtype = dtype
@@ -145,7 +159,7 @@ SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
     ("builtins", "complex"): complex,
-    ("builtins", "bytearray"): bytearray,
+    ("builtins", "bytearray"): _bytearray,
     ("_codecs", "encode"): _codecs_encode,
     ("argparse", "Namespace"): argparse.Namespace,
 }
@@ -191,21 +205,57 @@ def _inert_class(module: str, name: str) -> type[Inert]:
     return type(name, (Inert,), {"__slots__": (), "qualname": f"{module}.{name}"})
 
 
+class _Call:
+    """A fresh per-file wrapper of an allowlisted function: calling it calls the function, and
+    BUILD on it (which would set attributes on the shared function) is refused."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafePickleError("refused to BUILD on an allowlisted function")
+
+
+def _fresh(value: Any, module: str, name: str) -> Any:
+    """A stand-in for one file only, so nothing a pickle does to it (BUILD, SETITEM, setattr
+    through slot state) outlives that file: a class becomes a fresh subclass, a stand-in object a
+    copy, a function a :class:`_Call` wrapper."""
+    if isinstance(value, type):
+        try:
+            return type(value.__name__, (value,), {"__module__": module})
+        except TypeError:  # final types (slice, bool): wrap the constructor instead
+            return _Call(value)
+    if callable(value):
+        return _Call(value)
+    return copy.copy(value)
+
+
 class SafeUnpickler(pickle.Unpickler):
-    """Unpickles only allowlisted globals; storages become :class:`StorageRef` objects."""
+    """Unpickles only allowlisted globals; storages become :class:`StorageRef` objects. Each
+    instance hands out its own fresh stand-ins (:func:`_fresh`): one unpickler per file."""
 
     def __init__(self, data: bytes, source: str) -> None:
         super().__init__(io.BytesIO(data))
         self.source = source
+        self._standins: dict[tuple[str, str], Any] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         key = (module, name)
+        if key in self._standins:
+            return self._standins[key]
         if key not in SAFE_GLOBALS and key not in INERT_GLOBALS:
             _load_extensions()
         if key in SAFE_GLOBALS:
-            return SAFE_GLOBALS[key]
+            self._standins[key] = _fresh(SAFE_GLOBALS[key], module, name)
+            return self._standins[key]
         if key in INERT_GLOBALS:
-            return _inert_class(module, name)
+            self._standins[key] = _inert_class(module, name)
+            return self._standins[key]
         raise UnsafePickleError(
             f"refused to unpickle: the pickle asks for global '{module}.{name}', "
             "which is not on the allowlist (nothing was executed)",
@@ -217,14 +267,56 @@ class SafeUnpickler(pickle.Unpickler):
             raise UnsafePickleError(f"unexpected persistent id {pid!r}", self.source)
         _, stype, key, _location, numel = pid[:5]
         dtype = stype.dtype if isinstance(stype, _StorageType) else "U8"
-        return StorageRef(str(key), dtype, int(numel))
+        if not isinstance(key, str | int) or type(numel) is not int or numel < 0:
+            raise UnsafePickleError(f"malformed storage id {escape(pid)[:200]}", self.source)
+        return StorageRef(str(key), str(dtype), numel)
 
 
 def safe_loads(data: bytes, source: str) -> Any:
     """Unpickle ``data`` with the allowlist; any other failure is an :class:`UnsafePickleError`."""
+    if len(data) > MAX_PICKLE:
+        raise UnsafePickleError(f"pickle of {len(data)} bytes is over the {MAX_PICKLE}-byte "
+                                "budget", source)
     try:
         return SafeUnpickler(data, source).load()
-    except UnsafePickleError:
+    except UnsafePickleError as exc:
+        if exc.path is None:
+            exc.path = source
         raise
+    except MemoryError:
+        raise UnsafePickleError("unpickling ran out of memory", source) from None
     except Exception as exc:  # malformed pickles raise all sorts of errors
-        raise UnsafePickleError(f"cannot unpickle ({type(exc).__name__}: {exc})", source) from None
+        raise UnsafePickleError(f"cannot unpickle ({type(exc).__name__}: {escape(exc)[:200]})",
+                                source) from None
+
+
+def flatten_state(obj: Any, source: str = "checkpoint", skip: frozenset[str] = frozenset(),
+                  skip_suffix: str | None = None, prefix: str = "") -> dict[str, TensorRef]:
+    """Every :class:`TensorRef` in nested dicts, keyed by dotted path (``prefix`` first): the
+    one state-dict flattener of the pickle readers.
+
+    Iterative and within budgets: each container is visited once (memo by identity, so dicts
+    that share references through the pickle memo cost their size, not 2^depth walks), at most
+    :data:`MAX_DEPTH` deep and :data:`MAX_NODES` containers in all, else an
+    :class:`UnsafePickleError` naming ``source`` and the budget. ``skip`` names top-level keys
+    never walked (optimizer state); names ending in ``skip_suffix`` are left out."""
+    out: dict[str, TensorRef] = {}
+    seen: set[int] = set()
+    stack: list[tuple[Any, str, int]] = [(obj, prefix, 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, TensorRef):
+            name = path.rstrip(".")
+            if skip_suffix is None or not name.endswith(skip_suffix):
+                out[name] = node
+            continue
+        if not isinstance(node, dict) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if depth >= MAX_DEPTH or len(seen) > MAX_NODES:
+            budget = (f"{MAX_DEPTH}-level nesting" if depth >= MAX_DEPTH
+                      else f"{MAX_NODES}-container")
+            raise UnsafePickleError(f"object tree is over the {budget} budget", source)
+        items = [(k, v) for k, v in node.items() if not (depth == 0 and str(k) in skip)]
+        stack.extend((v, f"{path}{k}.", depth + 1) for k, v in reversed(items))
+    return out

@@ -44,7 +44,7 @@ def strip_prefixes(name: str, prefixes: tuple[str, ...] = STRIP_PREFIXES) -> str
     return name.replace("._orig_mod.", ".")
 
 
-def find_state_dict(tree: Any) -> dict[str, TensorRef]:
+def find_state_dict(tree: Any, source: str = "checkpoint") -> dict[str, TensorRef]:
     """The model's tensors in a checkpoint object tree, with canonical names."""
     if isinstance(tree, dict):
         direct = {k: v for k, v in tree.items() if isinstance(v, TensorRef)}
@@ -52,10 +52,10 @@ def find_state_dict(tree: Any) -> dict[str, TensorRef]:
             for key in WRAPPER_KEYS:
                 inner = tree.get(key)
                 if isinstance(inner, dict):
-                    found = flatten_state(inner, skip=SKIP_KEYS)
+                    found = flatten_state(inner, source, skip=SKIP_KEYS)
                     if found:
                         return {strip_prefixes(k): v for k, v in found.items()}
-    return {strip_prefixes(k): v for k, v in flatten_state(tree, skip=SKIP_KEYS).items()}
+    return {strip_prefixes(k): v for k, v in flatten_state(tree, source, skip=SKIP_KEYS).items()}
 
 
 def plain_config(tree: Any) -> dict[str, Any]:
@@ -126,7 +126,7 @@ class TorchReader(CheckpointReader):
                 tree = arc.tree
                 if not self._config:
                     self._config = plain_config(tree)
-                for name, ref in find_state_dict(tree).items():
+                for name, ref in find_state_dict(tree, floc.display).items():
                     if name in infos:
                         raise FormatError(f"tensor {name!r} appears in two files", floc.display)
                     infos[name] = TensorInfo(name, ref.shape, ref.dtype, floc.display)

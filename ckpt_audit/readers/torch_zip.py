@@ -9,6 +9,7 @@ remote.
 from __future__ import annotations
 
 import io
+import math
 import struct
 import zipfile
 from typing import Any
@@ -124,7 +125,14 @@ class TorchArchive:
         item = ITEMSIZE.get(ref.dtype)
         if item is None:
             raise FormatError(f"unsupported tensor dtype {ref.dtype}", self.src.name)
-        numel = int(np.prod(ref.shape)) if ref.shape else 1
+        numel = math.prod(ref.shape)
+        if len(ref.stride) != len(ref.shape):
+            raise FormatError(f"tensor view with shape {ref.shape} and stride {ref.stride} "
+                              "(different lengths)", self.src.name)
+        if numel > info.file_size // item:  # budget: a view costs at most its storage
+            raise FormatError(f"tensor view of {numel} elements is larger than its storage "
+                              f"record {record!r} ({info.file_size // item} elements): refused "
+                              "before reading", self.src.name)
         if numel == 0:
             return np.zeros(ref.shape, dtype=np.float32)
         lo = ref.offset

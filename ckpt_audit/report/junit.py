@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ckpt_audit.errors import escape
 from ckpt_audit.records import AuditReport, Finding, Severity
 from ckpt_audit.report.findings import finding_line
 from ckpt_audit.report.summary import fmt_norm, fmt_ratio
@@ -74,7 +75,7 @@ def render_suites(suites: Sequence[Suite], fail_on: Severity = Severity.FAIL) ->
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for suite in suites:
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-        ts = ET.SubElement(root, "testsuite", name=suite.name)
+        ts = ET.SubElement(root, "testsuite", name=escape(suite.name))
         for case in suite.cases:
             counts["tests"] += 1
             _case(ts, case, fail_on, counts)
@@ -88,22 +89,25 @@ def render_suites(suites: Sequence[Suite], fail_on: Severity = Severity.FAIL) ->
 
 
 def _case(parent: ET.Element, case: Case, fail_on: Severity, counts: dict[str, int]) -> None:
-    tc = ET.SubElement(parent, "testcase", name=case.name, classname=case.classname)
+    # every untrusted string escaped (control characters are not even valid XML)
+    tc = ET.SubElement(parent, "testcase", name=escape(case.name), classname=case.classname)
     if case.skipped is not None:
         counts["skipped"] += 1
-        ET.SubElement(tc, "skipped", message=case.skipped)
+        ET.SubElement(tc, "skipped", message=escape(case.skipped))
         return
     if case.error is not None:
         counts["errors"] += 1
-        ET.SubElement(tc, "error", message=case.error)
+        ET.SubElement(tc, "error", message=escape(case.error))
         return
     gating = [f for f in case.findings if f.severity.rank >= fail_on.rank]
     if gating:
         counts["failures"] += 1
-        el = ET.SubElement(tc, "failure", message=gating[0].message, type=gating[0].code)
-        el.text = "\n".join(finding_line(f) for f in gating)
+        el = ET.SubElement(tc, "failure", message=escape(gating[0].message),
+                           type=gating[0].code)
+        el.text = "\n".join(escape(finding_line(f)) for f in gating)
     rest = [f for f in case.findings if f not in gating]
-    text = "\n".join([case.out] * bool(case.out) + [finding_line(f) for f in rest])
+    text = "\n".join([escape(case.out)] * bool(case.out) + [escape(finding_line(f))
+                                                              for f in rest])
     if text:
         ET.SubElement(tc, "system-out").text = text
 

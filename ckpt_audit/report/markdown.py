@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ckpt_audit.errors import escape
 from ckpt_audit.records import AuditReport
 from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending, other_findings
 
 
 def md_cell(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
+    """An untrusted string made safe for a Markdown cell: controls escaped, pipes quoted."""
+    return escape(s).replace("|", "\\|").replace("`", "'")
 
 
 def render_markdown(report: AuditReport, *, show: int = 20) -> str:
@@ -20,7 +22,8 @@ def render_markdown(report: AuditReport, *, show: int = 20) -> str:
                  f"{len(report.norms)} gains")
     final = report.final
     if final is not None:
-        lines += ["", f"Final norm `{final.name}`: ‖γ‖₂ = {fmt_norm(final.stats.norm)}, ratio "
+        lines += ["", f"Final norm `{md_cell(final.name)}`: ‖γ‖₂ = "
+                      f"{fmt_norm(final.stats.norm)}, ratio "
                       f"**{fmt_ratio(final.stats.ratio)}** → {final.status.value}"]
     rows = by_role(report)
     if rows:

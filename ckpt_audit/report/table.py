@@ -8,8 +8,10 @@ import math
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape as markup_escape
 from rich.text import Text
 
+from ckpt_audit.errors import escape
 from ckpt_audit.records import AuditReport, Severity, Verdict
 from ckpt_audit.report.fit import Column, add_row, fit_table
 from ckpt_audit.report.summary import by_role, fmt_norm, fmt_ratio, offending, other_findings
@@ -34,7 +36,7 @@ def print_table(report: AuditReport, console: Console, show: int = 20) -> None:
 
 def _print(console: Console, report: AuditReport, show: int) -> None:
     verdict = Text(report.verdict.upper(), style=VERDICT_STYLE[report.verdict])
-    head = Text.assemble(("ckpt-audit ", "bold"), report.checkpoint, "  ", verdict)
+    head = Text.assemble(("ckpt-audit ", "bold"), escape(report.checkpoint), "  ", verdict)
     console.print(head)
     dm = (f"d_model {report.d_model} ({report.d_model_source}), √d = "
           f"{math.sqrt(report.d_model):.4f}" if report.d_model else "d_model unknown")
@@ -45,7 +47,7 @@ def _print(console: Console, report: AuditReport, show: int) -> None:
     if final is not None:
         s = final.stats
         console.print(Text.assemble(
-            "final norm ", (final.name, "bold"), f": ‖γ‖₂ = {fmt_norm(s.norm)}, ratio ",
+            "final norm ", (escape(final.name), "bold"), f": ‖γ‖₂ = {fmt_norm(s.norm)}, ratio ",
             (fmt_ratio(s.ratio), "bold"), " → ", (final.status.value, STYLE[final.severity])))
     rows = by_role(report)
     cols = [Column("role"), Column("gains", "number", "right", 2),
@@ -65,7 +67,8 @@ def _print(console: Console, report: AuditReport, show: int) -> None:
                 Column("‖γ‖₂", "number", "right", 5), Column("ratio", "number", "right"),
                 Column("status"), Column("severity", drop=6)]
         for r in bad[:show]:
-            add_row(cols, r.name, r.role.value, "" if r.layer is None else str(r.layer),
+            add_row(cols, markup_escape(escape(r.name)), r.role.value,
+                    "" if r.layer is None else str(r.layer),
                     str(r.stats.dim), fmt_norm(r.stats.norm), fmt_ratio(r.stats.ratio),
                     r.status.value, Text(r.severity.value, style=STYLE[r.severity]))
         console.print(fit_table(cols, console.width, title="Gains outside the ok bands",
@@ -75,7 +78,7 @@ def _print(console: Console, report: AuditReport, show: int) -> None:
     for f in other_findings(report, bad):
         where = f"{f.tensor}: " if f.tensor else ""
         console.print(Text.assemble((f"[{f.severity.value}] ", STYLE[f.severity]),
-                                    f"{f.code}: {where}{f.message}"))
+                                    escape(f"{f.code}: {where}{f.message}")))
 
 
 

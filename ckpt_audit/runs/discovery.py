@@ -23,16 +23,18 @@ written". Nothing here writes anything.
 
 from __future__ import annotations
 
-import json
+import io
 import os
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ckpt_audit.errors import DetectionError, FormatError
+from ckpt_audit.errors import CkptAuditError, DetectionError
 from ckpt_audit.readers.hf_index import shard_names
 from ckpt_audit.readers.safetensors_format import declared_size, prefix_length
+from ckpt_audit.storage.base import loads_json
+from ckpt_audit.storage.local import open_regular, read_local
 
 #: (layout, compiled pattern on the child's name); the first match wins.
 NAME_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -115,33 +117,40 @@ def parse_name(name: str) -> tuple[str, int] | None:
 # ----------------------------------------------------------------------------------------- I/O
 
 
+def _open_rb(path: str) -> io.BufferedReader:
+    """A regular file opened for reading (a FIFO or folder is refused, never waited on)."""
+    return os.fdopen(open_regular(path), "rb")
+
+
+def _why(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, CkptAuditError) else str(exc)
+
+
 def _safetensors_declared(path: str, size: int) -> tuple[int | None, str | None]:
     """The size a safetensors file must have according to its header, or why it is unreadable."""
     if size < 8:
         return None, f"only {size} bytes: no safetensors header"
     try:
-        with open(path, "rb") as fh:
+        with _open_rb(path) as fh:
             n = prefix_length(fh.read(8), path)
             if 8 + n > size:
                 return 8 + n, f"header length {n} does not fit in {size} bytes"
             return declared_size(fh.read(n), path), None
-    except FormatError as exc:
-        return None, f"unreadable safetensors header ({exc.message})"
-    except OSError as exc:
-        return None, f"unreadable safetensors header ({exc})"
+    except (OSError, CkptAuditError) as exc:
+        return None, f"unreadable safetensors header ({_why(exc)})"
 
 
 def _zip_tail_error(path: str, size: int) -> str | None:
     """For a torch zip file: ``None`` when the zip end-of-central-directory record is present."""
     try:
-        with open(path, "rb") as fh:
+        with _open_rb(path) as fh:
             if fh.read(4) != b"PK\x03\x04":
                 return None  # legacy (non-zip) torch file or not torch at all: nothing to check
             tail_len = min(size, 22 + 65535)
             fh.seek(size - tail_len)
             tail = fh.read(tail_len)
-    except OSError as exc:
-        return f"unreadable ({exc.strerror})"
+    except (OSError, CkptAuditError) as exc:
+        return f"unreadable ({_why(exc)})"
     if b"PK\x05\x06" not in tail:
         return "zip end record missing (truncated or still being written)"
     return None
@@ -149,14 +158,10 @@ def _zip_tail_error(path: str, size: int) -> str | None:
 
 def _index_refs(path: str) -> tuple[tuple[str, ...], str | None]:
     try:
-        with open(path, "rb") as fh:
-            data = json.loads(fh.read(64 * 1024 * 1024))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        return (), f"unreadable index ({exc})"
-    try:
+        data = loads_json(read_local(path, 64 * 1024 * 1024), path, "index")
         return tuple(shard_names(data, path)), None
-    except FormatError as exc:
-        return (), exc.message
+    except CkptAuditError as exc:
+        return (), f"unreadable index ({_why(exc)})"
 
 
 def _entry(root: str, rel: str) -> FileEntry | None:
@@ -207,9 +212,8 @@ def read_trackers(run_path: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for fname, layout in zip(TRACKERS, ("megatron", "deepspeed"), strict=True):
         try:
-            with open(os.path.join(run_path, fname), encoding="utf-8") as fh:
-                text = fh.read(256).strip()
-        except (OSError, UnicodeDecodeError):
+            text = read_local(os.path.join(run_path, fname), 256).decode("utf-8").strip()
+        except (CkptAuditError, UnicodeDecodeError):
             continue
         m = re.fullmatch(r"(?:global_step)?(\d+)", text)
         if m:
@@ -224,8 +228,13 @@ def _is_partial(name: str) -> bool:
     return name.endswith(PARTIAL_SUFFIXES) or name.startswith(PARTIAL_PREFIXES)
 
 
-def assess(layout: str, entries: Iterable[FileEntry], *, is_file: bool = False) -> tuple[str, ...]:
-    """Why a checkpoint is incomplete (empty tuple: complete). Pure: looks at the snapshot only."""
+def assess(layout: str, entries: Iterable[FileEntry], *, is_file: bool = False,
+           require_weights: bool = True) -> tuple[str, ...]:
+    """Why a checkpoint is incomplete (empty tuple: complete). Pure: looks at the snapshot only.
+
+    ``require_weights=False`` leaves out "no weight files" (``audit`` lets the format readers
+    decide what a weight file is: an extension-less safetensors file, a llama2.c ``.bin``).
+    """
     all_entries = tuple(entries)
     entries = tuple(e for e in all_entries if not e.is_dir)
     problems: list[str] = []
@@ -255,7 +264,8 @@ def assess(layout: str, entries: Iterable[FileEntry], *, is_file: bool = False) 
                 shard = f"{m['stem']}-{k:05d}-of-{n:05d}.{m['ext']}"
                 if shard not in basenames:
                     problems.append(f"shard {shard} is missing")
-    if not any(os.path.basename(e.rel).endswith(WEIGHT_SUFFIXES) for e in entries):
+    if require_weights and not any(os.path.basename(e.rel).endswith(WEIGHT_SUFFIXES)
+                                   for e in entries):
         problems.append("no weight files (.safetensors, .bin, .pt, .pth, .distcp, .gguf, .ckpt)")
     if not is_file:
         problems.extend(_layout_problems(layout, all_entries, basenames))
@@ -299,6 +309,18 @@ def tracker_problem(layout: str, step: int, trackers: dict[str, int]) -> str | N
         return (f"step {step} is newer than the tracker file's {tracked} (the writer updates it "
                 "after a save finishes): still being written or the save failed")
     return None
+
+
+def checkpoint_problems(path: str) -> tuple[str, ...]:
+    """Why the one checkpoint at ``path`` (a local file or folder) is incomplete: the rules
+    :func:`discover_run` applies to each checkpoint of a run, so ``audit`` and ``trend`` agree
+    on every folder (numbered shards all present, index names only present files, no partial
+    files, headers that fit their files). A lone shard file ``-0000k-of-0000n`` (n > 1) is one
+    part of a checkpoint, never a whole one (the other shards are "missing" beside it)."""
+    name = os.path.basename(os.path.normpath(path))
+    parsed = parse_name(name)
+    layout = parsed[0] if parsed else "generic"
+    return assess(layout, snapshot(path), is_file=not os.path.isdir(path), require_weights=False)
 
 
 # --------------------------------------------------------------------------------- discovery

@@ -22,7 +22,6 @@ and default to :data:`DEFAULT_MAX_DRIFT` and :data:`DEFAULT_BASELINE_ROLES`.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ from typing import Any
 
 from ckpt_audit.errors import FormatError, PolicyError
 from ckpt_audit.records import AuditReport, Finding, Severity
+from ckpt_audit.storage.base import loads_json
+from ckpt_audit.storage.local import read_local
 
 #: Allowed relative change of a gain's ratio from the baseline (10 %), when the policy has none.
 DEFAULT_MAX_DRIFT = 0.10
@@ -98,13 +99,7 @@ def parse_baseline(data: Any, source: str) -> Baseline:
 
 def load_baseline(path: str) -> Baseline:
     """Read a known-good audit report written with ``--format json``."""
-    try:
-        with open(path, "rb") as fh:
-            data = json.loads(fh.read())
-    except OSError as exc:
-        raise FormatError(f"cannot read baseline ({exc.strerror})", path) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"baseline is not valid JSON ({exc})", path) from None
+    data = loads_json(read_local(path, 64 * 1024 * 1024, path), path, "baseline JSON")
     return parse_baseline(data, path)
 
 

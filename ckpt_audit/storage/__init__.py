@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,13 +24,28 @@ from ckpt_audit.storage.base import ByteCounter, ByteSource, Location
 from ckpt_audit.storage.fsspec_backend import FsspecLocation, filesystem
 from ckpt_audit.storage.http import HttpLocation
 from ckpt_audit.storage.http_client import RemoteOptions
-from ckpt_audit.storage.local import LocalLocation, LocalSource
+from ckpt_audit.storage.local import LocalLocation, LocalSource, check_argument
 from ckpt_audit.storage.ranged import SharedState, merge_ranges
 
 __all__ = [
     "ByteCounter", "ByteSource", "Location", "LocalLocation", "LocalSource", "RemoteOptions",
-    "is_url", "location", "merge_ranges", "remote_location",
+    "is_url", "location", "merge_ranges", "remote_location", "remote_options",
 ]
+
+
+#: The remote options of the command being run (``--timeout``, ``--allow-redirect-host``);
+#: a context variable, set by :func:`remote_options`, never a module global that leaks.
+_OPTIONS: ContextVar[RemoteOptions | None] = ContextVar("ckpt_audit_remote_options", default=None)
+
+
+@contextmanager
+def remote_options(options: RemoteOptions) -> Iterator[None]:
+    """Every remote location opened inside the block uses ``options``."""
+    token = _OPTIONS.set(options)
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
 
 
 def is_url(path: str) -> bool:
@@ -41,6 +59,7 @@ def location(path: str) -> Location:
         path = path[len("file://") :]
     if is_url(path):
         return remote_location(path)
+    check_argument(path)
     return LocalLocation(path)
 
 
@@ -52,7 +71,7 @@ def remote_location(
     """A :class:`Location` for a URL. ``storage_options`` go to the fsspec backend (e.g.
     ``{"endpoint_url": ...}`` for an S3-compatible store); ``CKPT_AUDIT_STORAGE_OPTIONS`` (JSON)
     in the environment does the same from the command line."""
-    shared = SharedState(options or RemoteOptions())
+    shared = SharedState(options or _OPTIONS.get() or RemoteOptions())
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):
         parts = urlsplit(url)

@@ -89,11 +89,89 @@ class Location(ABC):
 
     def read_json(self) -> Any:
         """Parse a small JSON file, with a clear error naming it."""
-        data = self.read_bytes()
-        try:
-            return json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FormatError(f"not valid JSON ({exc})", self.display) from None
+        return loads_json(self.read_bytes(), self.display)
+
+
+#: Budgets for every JSON document read (headers, indexes, configs, local or remote):
+#: nesting deeper than this or an integer longer than this many digits is refused (exit 2).
+JSON_MAX_DEPTH = 64
+JSON_MAX_DIGITS = 64
+
+
+def loads_json(data: bytes | str, source: str, what: str = "JSON") -> Any:
+    """Parse untrusted JSON within the budgets; any failure is a :class:`FormatError` naming
+    ``source`` (never a RecursionError or the interpreter's int-digits ValueError). A key that
+    appears twice in one object is refused: which one a reader would use is ambiguous."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if json_depth(raw, JSON_MAX_DEPTH) > JSON_MAX_DEPTH:
+        raise FormatError(f"{what} nested deeper than the {JSON_MAX_DEPTH}-level budget", source)
+    try:
+        if _LONG_RUN in raw.translate(_DIGITS):
+            return json.loads(raw, parse_int=_bounded_int, object_pairs_hook=_unique)
+        return json.loads(raw, object_pairs_hook=_unique)
+    except RecursionError:
+        raise FormatError(f"{what} nested deeper than the {JSON_MAX_DEPTH}-level budget",
+                          source) from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise FormatError(f"not valid {what} ({exc})", source) from None
+
+
+_KEEP = b'"[]{}'
+_NOT_KEPT = bytes(c for c in range(256) if c not in _KEEP)
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_DIGITS = bytes.maketrans(bytes(range(256)), bytes(57 if 48 <= c <= 57 else 32 for c in range(256)))
+_LONG_RUN = b"9" * (JSON_MAX_DIGITS + 1)
+
+
+def json_depth(raw: bytes, limit: int) -> int:
+    """How deep the containers of JSON text nest (at most ``limit + 1`` is counted), in C-speed
+    passes: escapes dropped, everything but quotes and brackets deleted, string bodies dropped,
+    then one innermost ``[]`` level removed per pass. Malformed text is left to the parser."""
+    seq = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_KEPT)
+    if b'"' in seq:
+        # an adjacent pair of quotes is an empty string or the gap between two strings: either
+        # way nothing outside a string is lost by dropping it
+        seq = b"".join(seq.replace(b'""', b"").split(b'"')[::2])
+    seq = seq.translate(_BRACKETS)
+    depth = 0
+    while seq and depth <= limit:
+        shorter = seq.replace(b"[]", b"")
+        if len(shorter) == len(seq):
+            break  # unbalanced: not JSON, the parser says so
+        seq, depth = shorter, depth + 1
+    return depth
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"key {dup!r} appears twice in one object")
+    return obj
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > JSON_MAX_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits is over the "
+                         f"{JSON_MAX_DIGITS}-digit budget")
+    return int(text)
+
+
+def inside_name(name: str, folder: str) -> str:
+    """``name`` as a relative path that stays inside ``folder``, else a :class:`FormatError`.
+
+    Every file a checkpoint names (an index's shards, a Megatron tracker's iteration, a
+    DeepSpeed ``latest`` tag, a DCP metadata's files) goes through here: an absolute path, a
+    drive, a ``..`` component, a backslash or a control character is refused, so a checkpoint is
+    a closed world and no ``../`` is ever requested over HTTP."""
+    parts = name.split("/")
+    bad = (not name or name.startswith("/") or "\\" in name or ":" in parts[0]
+           or any(p == ".." for p in parts) or not name.isprintable())
+    if bad:
+        raise FormatError(f"names {name!r}, which is not a path inside the checkpoint folder "
+                          "(absolute, '..', or odd characters): refused", folder)
+    return "/".join(p for p in parts if p not in ("", "."))
 
 
 class ByteCounter:

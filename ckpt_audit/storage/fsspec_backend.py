@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ckpt_audit.errors import RemoteError
-from ckpt_audit.storage.base import Location
+from ckpt_audit.storage.base import Location, inside_name
 from ckpt_audit.storage.ranged import RangedSource, SharedState, cached_small
 
 #: fsspec protocol -> (package that implements it, pip line)
@@ -93,8 +93,8 @@ class FsspecLocation(Location):
         return _call(what, self.display, o.retries, o.backoff, fn)
 
     def child(self, name: str) -> FsspecLocation:
-        return FsspecLocation(self._fs, self._protocol, f"{self.path}/{name.lstrip('/')}",
-                              self._shared)
+        name = inside_name(name, self.display)
+        return FsspecLocation(self._fs, self._protocol, f"{self.path}/{name}", self._shared)
 
     def is_dir(self) -> bool:
         return bool(self._call("stat", lambda: self._fs.isdir(self.path)))
@@ -131,11 +131,14 @@ def filesystem(protocol: str, url: str, storage_options: dict[str, Any]) -> Any:
         raise RemoteError(
             f"{protocol}:// URLs need fsspec and {pkg}: pip install 'ckpt-audit[remote]'", url
         ) from None
+    if protocol not in _BACKENDS:
+        raise RemoteError(f"unsupported URL scheme {protocol}:// (supported: http, https, "
+                          f"{', '.join(sorted(_BACKENDS))})", url)
     try:
         return fsspec.filesystem(protocol, **storage_options)
     except ImportError:
         raise RemoteError(f"{protocol}:// URLs need the {pkg} package: {pip}", url) from None
-    except ValueError as exc:  # unknown protocol
-        raise RemoteError(f"unsupported URL scheme {protocol}:// ({exc})", url) from None
+    except (ValueError, TypeError) as exc:  # unknown protocol, bad storage options
+        raise RemoteError(f"cannot use {protocol}:// ({exc})", url) from None
 
 

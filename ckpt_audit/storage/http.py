@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from ckpt_audit.errors import RemoteError
-from ckpt_audit.storage.base import Location
+from ckpt_audit.storage.base import Location, inside_name
 from ckpt_audit.storage.http_client import HttpClient
 from ckpt_audit.storage.ranged import RangedSource, SharedState, cached_small
 
@@ -65,8 +65,9 @@ class HttpLocation(Location):
         return cache[self.url]
 
     def child(self, name: str) -> HttpLocation:
+        name = quote(inside_name(name, self.display), safe="/")
         base = self.url if self.url.endswith("/") else self.url + "/"
-        return HttpLocation(base + name.lstrip("/"), self._shared, self._client)
+        return HttpLocation(base + name, self._shared, self._client)
 
     def is_dir(self) -> bool:
         if self._dir is None:

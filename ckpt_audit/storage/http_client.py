@@ -6,8 +6,12 @@ shard to return 8 bytes. Here the status is checked first: a ``200`` answer to a
 accepted only when its body is small (``small_body``), otherwise the connection is dropped unread
 and a :class:`RemoteError` says so. 5xx/429 answers, timeouts and dropped connections are retried
 a bounded number of times with exponential backoff; 401/403/404/416 are clear errors at once.
-Redirects (the Hugging Face hub answers with 302 to a CDN) are followed, at most 5 in a row.
-Connections are kept alive, one per thread and host.
+Redirects are followed, at most 5 in a row, and only on the same scheme and host unless
+``allow_redirect_host`` is set (the Hugging Face hub answers with 302 to a CDN).
+Budgets: ``timeout`` is the wall-clock limit of one read *including* its retries and however
+slowly the server drips its answer (bodies are read in chunks against that deadline), and a body
+is never read past the length the request asked for. Connections are kept alive, one per thread
+and host.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from ckpt_audit.errors import RemoteError
 
@@ -43,6 +47,12 @@ class RemoteOptions:
     max_workers: int = 8
     #: a server that ignores Range is accepted only when the whole body is at most this big
     small_body: int = 1024 * 1024
+    #: follow a redirect to another scheme or host (the Hugging Face hub's CDN) only when set
+    allow_redirect_host: bool = False
+    #: wall-clock budget in seconds for all the remote reads of one location tree (one audit)
+    total_timeout: float = 300.0
+    #: bytes one location tree may fetch in all (headers and gains are a tiny part of a shard)
+    max_bytes: int = 4 * 1024**3
 
 
 class HttpClient:
@@ -51,6 +61,18 @@ class HttpClient:
     def __init__(self, options: RemoteOptions) -> None:
         self.options = options
         self._local = threading.local()
+        self._total_deadline = time.monotonic() + options.total_timeout
+        self._fetched = 0
+        self._lock = threading.Lock()
+
+    def _spend(self, n: int, url: str) -> None:
+        """Count body bytes against the tree's byte budget."""
+        with self._lock:
+            self._fetched += n
+            over = self._fetched > self.options.max_bytes
+        if over:
+            raise RemoteError(f"over the {self.options.max_bytes}-byte budget for the remote "
+                              "reads of one audit", url)
 
     # -- connections -------------------------------------------------------------------------
     def _conn(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
@@ -71,15 +93,35 @@ class HttpClient:
         if conn is not None:
             conn.close()
 
+    def _remaining(self, url: str) -> float:
+        now = time.monotonic()
+        if now >= self._total_deadline:
+            raise RemoteError(f"the {self.options.total_timeout:g} s budget for the remote reads "
+                              "of one audit is spent (--timeout)", url)
+        deadline = getattr(self._local, "deadline", None)
+        left = self.options.timeout if deadline is None else deadline - now
+        if left <= 0:
+            raise TimeoutError
+        return min(left, self._total_deadline - now)
+
     def _send(
         self, method: str, url: str, headers: dict[str, str]
     ) -> tuple[http.client.HTTPResponse, str]:
         """One request, following redirects; returns the response (body unread) and final URL."""
+        first = urlsplit(url)
         for _ in range(6):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https"):
                 raise RemoteError(f"unsupported redirect to {parts.scheme}://", url)
+            if (parts.scheme, parts.netloc) != (first.scheme, first.netloc) \
+                    and not self.options.allow_redirect_host:
+                raise RemoteError(
+                    f"redirected to another host ({parts.scheme}://{parts.netloc}); refused "
+                    "(--allow-redirect-host follows it)", urlunsplit(first))
             conn = self._conn(parts.scheme, parts.netloc)
+            conn.timeout = self._remaining(url)
+            if conn.sock is not None:
+                conn.sock.settimeout(conn.timeout)
             target = parts.path or "/"
             if parts.query:
                 target += "?" + parts.query
@@ -90,32 +132,68 @@ class HttpClient:
                 self._drop(parts.scheme, parts.netloc)
                 raise
             if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
-                resp.read()
+                self._drop(parts.scheme, parts.netloc)  # its body is never read
                 url = urljoin(url, resp.getheader("Location", ""))
                 continue
             return resp, url
         raise RemoteError("too many redirects", url)
 
+    def _body(self, resp: http.client.HTTPResponse, limit: int, url: str) -> bytes:
+        """At most ``limit`` bytes of the body, read in chunks against the read's deadline (a
+        server dripping one byte at a time cannot stretch a read past ``timeout``). A body
+        longer than that is never read: its connection is dropped."""
+        chunks: list[bytes] = []
+        got = 0
+        while got < limit:
+            self._remaining(url)
+            chunk = resp.read1(min(limit - got, 1 << 20))
+            if not chunk:
+                break
+            self._spend(len(chunk), url)
+            chunks.append(chunk)
+            got += len(chunk)
+        if resp.length == 0 or resp.isclosed():
+            resp.read()  # nothing left: marks the response done so the connection is reused
+        else:
+            parts = urlsplit(url)
+            self._drop(parts.scheme, parts.netloc)
+        return b"".join(chunks)
+
     def _with_retries(self, url: str, what: str, attempt_fn):  # type: ignore[no-untyped-def]
         """Run ``attempt_fn()``; retry on transient failures (it returns None to ask for one)."""
         opts = self.options
         last = ""
-        for attempt in range(opts.retries + 1):
-            if attempt:
-                time.sleep(opts.backoff * (2 ** (attempt - 1)))
-            try:
-                result = attempt_fn()
-            except TimeoutError:
-                last = f"timed out after {opts.timeout:g} s"
-                continue
-            except (OSError, http.client.HTTPException) as exc:
-                last = f"connection failed ({exc.__class__.__name__}: {exc})"
-                continue
-            if isinstance(result, str):
-                last = result
-                continue
-            return result
-        raise RemoteError(f"{what} failed after {opts.retries + 1} attempts: {last}", url)
+        deadline = time.monotonic() + opts.timeout
+        self._local.deadline = deadline
+        attempts = 0
+        try:
+            for attempt in range(opts.retries + 1):
+                if attempt:
+                    pause = opts.backoff * (2 ** (attempt - 1))
+                    if time.monotonic() + pause >= deadline:
+                        break
+                    time.sleep(pause)
+                attempts += 1
+                try:
+                    result = attempt_fn()
+                except TimeoutError:
+                    last = f"timed out: no answer within the {opts.timeout:g} s budget of one read"
+                    parts = urlsplit(url)
+                    self._drop(parts.scheme, parts.netloc)
+                    if time.monotonic() >= deadline:
+                        break
+                    continue
+                except (OSError, http.client.HTTPException) as exc:
+                    last = f"connection failed ({exc.__class__.__name__}: {exc})"
+                    continue
+                if isinstance(result, str):
+                    last = result
+                    continue
+                return result
+        finally:
+            self._local.deadline = None
+        plural = "" if attempts == 1 else "s"
+        raise RemoteError(f"{what} failed after {attempts} attempt{plural}: {last}", url)
 
     # -- requests ----------------------------------------------------------------------------
     def head(self, url: str) -> tuple[bool, int | None, str]:
@@ -125,7 +203,7 @@ class HttpClient:
         def attempt():  # type: ignore[no-untyped-def]
             parts = urlsplit(url)
             resp, final = self._send("HEAD", url, {})
-            resp.read()
+            self._body(resp, 4096, final)
             status = resp.status
             if resp.getheader("Connection", "").lower() == "close":
                 self._drop(parts.scheme, parts.netloc)
@@ -168,11 +246,12 @@ class HttpClient:
             status = resp.status
             if status == 206:
                 m = _CONTENT_RANGE.match(resp.getheader("Content-Range", ""))
-                body = resp.read()
-                if m is None or int(m.group(1)) != start:
+                if m is None or int(m.group(1)) != start or int(m.group(2)) >= end:
+                    self._drop(parts.scheme, parts.netloc)
                     raise RemoteError(
                         f"server answered range {resp.getheader('Content-Range')!r} "
                         f"to a request for bytes {start}-{end - 1}", url)
+                body = self._body(resp, int(m.group(2)) - start + 1, final)
                 if len(body) != int(m.group(2)) - start + 1:
                     self._drop(parts.scheme, parts.netloc)
                     return f"short body ({len(body)} bytes)"
@@ -187,9 +266,12 @@ class HttpClient:
                     raise RemoteError(
                         f"server ignored the Range header (HTTP 200 with {what}); ckpt-audit "
                         "reads byte ranges only and will not download whole files", url)
-                body = resp.read()
+                body = self._body(resp, size, final)
+                if len(body) != size:
+                    self._drop(parts.scheme, parts.netloc)
+                    return f"short body ({len(body)} of {size} bytes)"
                 return (body[start:end], len(body), len(body))
-            body = resp.read(4096)
+            body = self._body(resp, 4096, final)
             self._drop(parts.scheme, parts.netloc)
             if status == 416:
                 raise RemoteError(

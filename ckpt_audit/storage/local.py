@@ -3,21 +3,94 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.storage.base import ByteCounter, ByteSource, Location
+from ckpt_audit.storage.base import ByteCounter, ByteSource, Location, inside_name
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _kind(mode: int) -> str:
+    return next((k for test, k in _KINDS if test(mode)), "not a plain file")
+
+
+def check_argument(path: str) -> None:
+    """A path the user gave must be a folder or a regular file (a FIFO would block reads)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # absent: the caller says so in its own words
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise FormatError(f"is {_kind(mode)}, not a checkpoint file or folder", path)
+
+
+def open_regular(path: str, display: str | None = None) -> int:
+    """A read-only descriptor of a regular file. Opened with ``O_NONBLOCK`` and checked with
+    ``fstat`` before any read, so a FIFO, folder, device or socket is a one-line
+    :class:`FormatError`, never a hang."""
+    shown = display or path
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise FormatError(f"cannot open ({exc.strerror})", shown) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise FormatError(f"is {_kind(mode)}, not a regular file (only regular files are read)",
+                          shown)
+    return fd
+
+
+def read_local(path: str, limit: int, display: str | None = None) -> bytes:
+    """The first ``limit`` bytes of a regular file (all of a small one)."""
+    fd = open_regular(path, display)
+    try:
+        chunks, left = [], limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise FormatError(f"cannot read ({exc.strerror})", display or path) from None
+    finally:
+        os.close(fd)
+
+
+def within(path: str, folder: str) -> bool:
+    """Whether ``path`` resolves (symlinks followed) inside ``folder``. One exception, for the
+    Hugging Face cache: ``snapshots/<rev>/<file>`` links into the sibling ``blobs/`` folder."""
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+        return True
+    snap = _hf_snapshot(folder)
+    if snap is None:
+        return False
+    blobs = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(snap))), "blobs")
+    return os.path.dirname(real) == blobs
+
+
+def _hf_snapshot(folder: str) -> str | None:
+    """The ``.../snapshots/<rev>`` folder ``folder`` is in (or is), if any."""
+    parts = os.path.abspath(folder).split(os.sep)
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith(("models--", "datasets--")):
+            return os.sep.join(parts[: i + 2])
+    return None
 
 
 class LocalSource(ByteSource):
     """A local file read with ``os.pread``: no read-ahead beyond what the OS page cache does."""
 
-    def __init__(self, path: str, counter: ByteCounter) -> None:
-        self.name = path
+    def __init__(self, path: str, counter: ByteCounter, display: str | None = None) -> None:
+        self.name = display or path
         self._counter = counter
-        try:
-            self._fd = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            raise FormatError(f"cannot open ({exc.strerror})", path) from None
+        self._fd = -1
+        self._fd = open_regular(path, self.name)
         self._size = os.fstat(self._fd).st_size
 
     def size(self) -> int:
@@ -56,8 +129,14 @@ class LocalLocation(Location):
         self._counter = counter or ByteCounter()
 
     def child(self, name: str) -> LocalLocation:
+        """The entry ``name`` inside this folder; it must stay inside after symlinks are
+        resolved (:func:`within`), so a checkpoint is a closed world."""
+        name = inside_name(name, self.display)
         loc = LocalLocation(os.path.join(self.path, name), self._counter)
         loc.display = os.path.join(self.display, name)
+        if not within(loc.path, self.path):
+            raise FormatError(f"{name!r} resolves outside the checkpoint folder (a symlink to "
+                              f"{os.path.realpath(loc.path)}): refused", self.display)
         return loc
 
     def is_dir(self) -> bool:
@@ -73,9 +152,7 @@ class LocalLocation(Location):
             raise FormatError(f"cannot list folder ({exc.strerror})", self.display) from None
 
     def open(self) -> LocalSource:
-        src = LocalSource(self.path, self._counter)
-        src.name = self.display
-        return src
+        return LocalSource(self.path, self._counter, self.display)
 
     @property
     def name(self) -> str:

@@ -21,6 +21,8 @@ def test_error_line_is_pure_and_names_the_extra() -> None:
     assert code == 2 and "ckpt-audit[mtp]" in line
     assert error_line(ModuleNotFoundError("x", name="numpyy")) is None
     assert error_line(ValueError("bug")) is None
+    assert error_line(RecursionError())[1] == 2  # type: ignore[index]
+    assert error_line(FormatError("a\nb\x1b", "p\n")) == ("ckpt-audit: error: p\\n: a\\nb\\x1b", 2)
 
 
 def test_usage_errors_exit_2_with_one_message() -> None:

@@ -70,6 +70,7 @@ def register(app: typer.Typer) -> None:
         """Measure MTP draft acceptance on a probe set, teacher-forced, from a checkpoint."""
         finite("--final-scale", final_scale)
         finite("--mtp-lambda", mtp_lambda)
+        finite("--max-logits-mb", max_logits_mb)
         from ckpt_audit.mtp.engine import accept_run
 
         res = accept_run(ckpt, probe, temperatures=tuple(temperature), max_tokens=max_tokens,

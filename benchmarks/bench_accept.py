@@ -14,7 +14,13 @@ Models:
   DeepSeek HF naming: closer to real models, where one block is a few percent of the trunk
   and the head (run twice) matters.
 
+- ``bigvocab``: a small random Llama (d=256, 2 blocks) with DeepSeek-V3's 129,280-token
+  vocabulary over one 4,096-token document: peak RSS (ru_maxrss, each side in its own
+  subprocess) above the loaded weights for a plain trunk forward and for the accept scoring
+  pass under ``--max-logits-mb`` (plus peak CUDA memory on a GPU). Not part of the tests.
+
     PYTHONPATH=. python benchmarks/bench_accept.py --model stories
+    PYTHONPATH=. python benchmarks/bench_accept.py --model bigvocab
     PYTHONPATH=. python benchmarks/bench_accept.py --model synthetic --device cuda
 """
 
@@ -47,12 +53,13 @@ def make_stories(out: Path) -> Path:
     return fixture.make_fixture(ROOT.parent / "shared/data/stories260K.bin", out, head)
 
 
-def make_synthetic(out: Path, d: int = 1024, layers: int = 24, vocab: int = 32000) -> Path:
+def make_synthetic(out: Path, d: int = 1024, layers: int = 24, vocab: int = 32000,
+                   context: int = 2048) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = dict(model_type="llama", vocab_size=vocab, hidden_size=d, intermediate_size=int(d * 2.75),
                num_hidden_layers=layers, num_attention_heads=d // 64, num_key_value_heads=d // 128,
-               max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=False,
+               max_position_embeddings=context, rms_norm_eps=1e-5, tie_word_embeddings=False,
                rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
                num_nextn_predict_layers=1, architectures=["LlamaForCausalLM"])
     torch.manual_seed(0)
@@ -117,9 +124,75 @@ def bench_speculate(m, seqs: list[list[int]], prompt: int, new: int, repeat: int
           f"speed-up {t_plain / t_cached:.2f}x")
 
 
+def make_bigvocab(out: Path) -> Path:
+    return make_synthetic(out, d=256, layers=2, vocab=129_280, context=4096)
+
+
+def rss_child(args: argparse.Namespace) -> int:
+    """One side of the memory benchmark in a fresh process: load, note ru_maxrss (the weights
+    and the interpreter), run once, note ru_maxrss again; print one JSON line."""
+    import resource
+
+    m = load(args.ckpt, device=args.device, dtype=args.dtype)
+    ids = [json.loads(x)["input_ids"] for x in Path(args.probe).read_text().splitlines()]
+    cuda = m.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_cuda = torch.cuda.memory_allocated() if cuda else 0
+    t = time.perf_counter()
+    with torch.inference_mode():
+        if args.rss_child == "plain":
+            for b, _ in batches(ids, args.batch_size, m.device):
+                m.model(input_ids=b, use_cache=False)
+        else:
+            accept_run(args.ckpt, args.probe, loaded=m, batch_size=args.batch_size,
+                       max_logits_mb=args.max_logits_mb)
+    if cuda:
+        torch.cuda.synchronize()
+    sec = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"base_mib": base / 1024, "peak_mib": peak / 1024, "seconds": sec,
+                      "cuda_above_mib": (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
+                      if cuda else None}))
+    return 0
+
+
+def bench_memory(args: argparse.Namespace) -> int:
+    """Peak RSS above the weights: plain trunk forward vs accept under --max-logits-mb."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ck = make_bigvocab(Path(tmp) / "ck")
+        pf = probe(Path(tmp) / "probe.jsonl", 129_280, args.docs, args.length)
+        res = {}
+        for side in ("plain", "accept"):
+            cmd = [sys.executable, __file__, "--rss-child", side, "--ckpt", str(ck), "--probe",
+                   str(pf), "--device", args.device, "--dtype", args.dtype, "--batch-size",
+                   str(args.batch_size), "--max-logits-mb", str(args.max_logits_mb)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            res[side] = json.loads(out.strip().splitlines()[-1])
+    print(f"model bigvocab (d=256, 2 blocks, vocab 129,280), {args.docs} x {args.length} "
+          f"tokens, batch {args.batch_size}, device {args.device}, "
+          f"--max-logits-mb {args.max_logits_mb:g}")
+    for side, what in (("plain", "plain trunk forward"), ("accept", "accept scoring pass")):
+        r = res[side]
+        cuda = f", peak CUDA above weights {r['cuda_above_mib']:,.0f} MiB" \
+            if r["cuda_above_mib"] is not None else ""
+        print(f"{what:20}: {r['seconds']:7.2f} s, peak RSS {r['peak_mib']:,.0f} MiB, "
+              f"above the loaded weights {r['peak_mib'] - r['base_mib']:,.0f} MiB{cuda}")
+    print(f"ratio (one run each): {res['accept']['seconds'] / res['plain']['seconds']:.3f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", choices=["stories", "synthetic"], default="stories")
+    ap.add_argument("--model", choices=["stories", "synthetic", "bigvocab"], default="stories")
+    ap.add_argument("--max-logits-mb", type=float, default=1024.0)
+    ap.add_argument("--rss-child", choices=["plain", "accept"], help=argparse.SUPPRESS)
+    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
+    ap.add_argument("--probe", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--docs", type=int, default=32)
@@ -130,6 +203,12 @@ def main() -> int:
                     help="prompts for the --speculate timing (0: skip it)")
     ap.add_argument("--spec-new-tokens", type=int, default=96)
     args = ap.parse_args()
+    if args.rss_child:
+        return rss_child(args)
+    if args.model == "bigvocab":
+        if "--docs" not in sys.argv:
+            args.docs, args.length, args.batch_size = 1, 4096, 1
+        return bench_memory(args)
     with tempfile.TemporaryDirectory() as tmp:
         ck = (make_stories if args.model == "stories" else make_synthetic)(Path(tmp) / "ck")
         m = load(str(ck), device=args.device, dtype=args.dtype)

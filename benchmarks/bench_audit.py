@@ -4,11 +4,15 @@
    official ``safetensors`` library): ``audit_checkpoint`` versus loading every shard
    (``safetensors.numpy.load_file``). Target: the audit is at least 100× faster.
 2. A DeepSeek-V3-shaped checkpoint (162 shards, ~92k tensors, ~688 GB apparent, sparse files from
-   ``dsv3_shape.py``): ``audit_checkpoint`` versus a bare loop that parses each header with
-   ``json.loads`` and ``os.pread``s each gain. Target: within 1.5× of the bare loop.
+   ``dsv3_shape.py``), as whole processes side by side: ``ckpt-audit audit DIR --format json``
+   versus ``floor_audit.py DIR``, a bare script that ``json.loads`` each header and ``pread``s
+   each gain into numpy. Runs are interleaved; the medians of wall time and of CPU time (user +
+   system, steadier on a shared machine) are printed with their ratios. Target: ≤ 1.5×.
+   In process: ``audit_checkpoint`` versus the same bare loop.
 3. ``ckpt-audit audit`` process start-up on safetensors with and without importing torch.
 
-Times are the best of ``--repeat`` runs with a warm page cache (the same for both sides).
+In-process times are the best of ``--repeat`` runs with a warm page cache (the same for both
+sides). Byte-code is compiled once before the process runs (as an installed package has it).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +31,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from floor_audit import read_all  # noqa: E402
 
 from ckpt_audit.core.audit import audit_checkpoint  # noqa: E402
 
@@ -81,19 +88,50 @@ def load_all(root: str) -> None:
 
 def bare_loop(root: str) -> None:
     """Parse each header and pread each gain: the floor any header+gain reader pays."""
-    with open(os.path.join(root, "model.safetensors.index.json")) as fh:
-        shards = sorted(set(json.load(fh)["weight_map"].values()))
-    for shard in shards:
-        fd = os.open(os.path.join(root, shard), os.O_RDONLY)
-        try:
-            (n,) = struct.unpack("<Q", os.pread(fd, 8, 0))
-            hdr = json.loads(os.pread(fd, n, 8))
-            for name, e in hdr.items():
-                if name.endswith("norm.weight"):
-                    b, end = e["data_offsets"]
-                    os.pread(fd, end - b, 8 + n + b)
-        finally:
-            os.close(fd)
+    read_all(root)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLOOR = os.path.join(ROOT, "benchmarks", "floor_audit.py")
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, env=env, check=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def processes(path: str, runs: int) -> dict[str, float]:
+    """``ckpt-audit audit PATH --format json`` and ``floor_audit.py PATH`` as processes,
+    interleaved ``runs`` times: medians of wall and CPU seconds, and the ratios."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    audit = [sys.executable, "-m", "ckpt_audit", "audit", path, "--format", "json"]
+    floor = [sys.executable, FLOOR, path]
+    _timed(audit, env), _timed(floor, env)  # byte-code written, page cache warm
+    a, f = [], []
+    for _ in range(runs):
+        a.append(_timed(audit, env))
+        f.append(_timed(floor, env))
+    out = {"audit_wall": statistics.median(w for w, _ in a),
+           "floor_wall": statistics.median(w for w, _ in f),
+           "audit_cpu": statistics.median(c for _, c in a),
+           "floor_cpu": statistics.median(c for _, c in f)}
+    out["ratio_wall"] = out["audit_wall"] / out["floor_wall"]
+    out["ratio_cpu"] = out["audit_cpu"] / out["floor_cpu"]
+    return out
+
+
+def print_processes(pr: dict[str, float], runs: int) -> None:
+    print(f"DeepSeek-V3 shape as processes (median of {runs}, interleaved): "
+          f"`ckpt-audit audit DIR --format json` {pr['audit_wall']:.2f} s wall / "
+          f"{pr['audit_cpu']:.2f} s CPU, floor script {pr['floor_wall']:.2f} s / "
+          f"{pr['floor_cpu']:.2f} s -> {pr['ratio_wall']:.2f}x the floor (wall), "
+          f"{pr['ratio_cpu']:.2f}x (CPU); target <= 1.5x")
 
 
 def startup(path: str) -> tuple[float, float]:
@@ -111,13 +149,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gb", type=float, default=3.0, help="size of the dense checkpoint")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=9, help="process runs of each side")
     ap.add_argument("--quick", action="store_true", help="0.5 GB and one repeat")
+    ap.add_argument("--process-only", action="store_true",
+                    help="only the DeepSeek-V3 shape as processes (item 2's headline ratio)")
     args = ap.parse_args()
     if args.quick:
         args.gb, args.repeat = 0.5, 1
     from dsv3_shape import make_deepseek_v3_sparse
 
     with tempfile.TemporaryDirectory() as tmp:
+        if args.process_only:
+            make_deepseek_v3_sparse(os.path.join(tmp, "dsv3"))
+            print_processes(processes(os.path.join(tmp, "dsv3"), args.runs), args.runs)
+            return
         dense = os.path.join(tmp, "dense")
         os.makedirs(dense)
         size = write_llama(dense, args.gb)
@@ -151,6 +196,7 @@ def main() -> None:
               f"bytes read {rep.bytes_read:,} "
               f"(headers {ck.header_bytes:,} + gains {ck.gain_bytes:,} + small files "
               f"{ck.small_file_bytes:,})")
+        print_processes(processes(sparse, args.runs), args.runs)
         t_cli, t_torch = startup(os.path.join(dense))
         print(f"process: `ckpt-audit audit` on safetensors {t_cli:.2f} s end to end "
               f"(does not import torch); `import torch` alone {t_torch:.2f} s")

@@ -17,7 +17,8 @@ import sys
 import numpy as np
 
 
-def main(root: str) -> None:
+def read_all(root: str) -> tuple[int, float]:
+    """Every gain of the folder read into numpy: (gains read, their sum of squares)."""
     with open(os.path.join(root, "model.safetensors.index.json"), "rb") as fh:
         shards = sorted(set(json.loads(fh.read())["weight_map"].values()))
     gains, total = 0, 0.0
@@ -35,8 +36,9 @@ def main(root: str) -> None:
                     gains += 1
         finally:
             os.close(fd)
-    sys.stdout.write(json.dumps({"gains": gains, "sum_sq": total}) + "\n")
+    return gains, total
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    n_gains, sum_sq = read_all(sys.argv[1])
+    sys.stdout.write(json.dumps({"gains": n_gains, "sum_sq": sum_sq}) + "\n")

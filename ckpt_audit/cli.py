@@ -1,7 +1,8 @@
 """The ``ckpt-audit`` command line: a thin Typer app that wires commands and decides exit codes.
 
-Each command lives in its own module under :mod:`ckpt_audit.commands` and exposes
-``register(app)``; this module discovers them, so adding a command never touches this file.
+Each command lives in its own module under :mod:`ckpt_audit.commands` (named like the command)
+and exposes ``register(app)``; this module discovers them, so adding a command never touches this
+file, and imports only the one a command line names.
 Every :class:`~ckpt_audit.errors.CkptAuditError` becomes one line on stderr and exit code 2;
 ``CKPT_AUDIT_DEBUG=1`` shows the traceback instead.
 """
@@ -54,22 +55,34 @@ class _Command(typer.core.TyperCommand):
         return opt
 
 
-def _register_commands() -> None:
+_registered: set[str] = set()
+
+
+def _command_modules() -> list[str]:
     import ckpt_audit.commands as commands
 
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
+    return sorted(m.name for m in pkgutil.iter_modules(commands.__path__)
+                  if not m.name.startswith("_"))
+
+
+def register_commands(argv: list[str] | None = None) -> None:
+    """Register the command ``argv`` names (its module only, so ``audit`` never imports what
+    ``trend`` or ``accept`` need), or every command (for help, or when ``argv`` names none)."""
+    wanted = _command_modules()
+    first = next((a for a in argv or () if not a.startswith("-")), None)
+    if first is not None and first in wanted:
+        wanted = [first]
+    for name in wanted:
+        if name in _registered:
             continue
-        module = importlib.import_module(f"ckpt_audit.commands.{info.name}")
+        _registered.add(name)
+        module = importlib.import_module(f"ckpt_audit.commands.{name}")
         register = getattr(module, "register", None)
         if register is not None:
             register(app)
     for command in app.registered_commands:
         if command.cls in (None, typer.core.TyperCommand):
             command.cls = _Command
-
-
-_register_commands()
 
 
 #: Optional packages and the extra that installs them (``pip install 'ckpt-audit[EXTRA]'``).
@@ -110,8 +123,6 @@ def usage_line(exc: BaseException) -> str:
             f"(see `{where} -h`)")
 
 
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning input errors into one line and exit code 2; a closed
     stdout pipe ends quietly with :data:`EXIT_CLOSED_PIPE` (never 1, the findings code)."""
@@ -134,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _main(argv: list[str] | None) -> None:
     debug = os.environ.get("CKPT_AUDIT_DEBUG") == "1"
+    register_commands(sys.argv[1:] if argv is None else argv)
     try:
         rv = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:

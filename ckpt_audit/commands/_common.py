@@ -6,11 +6,13 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
-
-from rich.console import Console
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from ckpt_audit.errors import CkptAuditError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def refuse_inside(output: str, checkpoint: str) -> None:
@@ -57,20 +59,28 @@ def emit(text: str, output: str | None, checkpoints: Sequence[str] = ()) -> None
 EXIT_CLOSED_PIPE = 141
 
 
-class _Console(Console):
-    def on_broken_pipe(self) -> None:
-        """The reader went away: stop quietly with :data:`EXIT_CLOSED_PIPE` (Rich's default
-        exit code 1 would read as "findings")."""
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        raise SystemExit(EXIT_CLOSED_PIPE)
+@cache
+def _console_class() -> type[Console]:
+    """Rich's console, quiet on a closed pipe; built on first use, so a JSON audit never imports
+    rich."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            """The reader went away: stop quietly with :data:`EXIT_CLOSED_PIPE` (Rich's default
+            exit code 1 would read as "findings")."""
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            raise SystemExit(EXIT_CLOSED_PIPE)
+
+    return _Console
 
 
 def console(width: int | None = None, soft_wrap: bool = False) -> Console:
     """A stdout console; ``COLUMNS``/``--width`` pin the width; a closed pipe ends quietly."""
-    return _Console(width=width, soft_wrap=soft_wrap)
+    return _console_class()(width=width, soft_wrap=soft_wrap)
 
 
 def say(line: str) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckpt_audit.records import Finding, Severity
-from ckpt_audit.runs.audit import CheckpointResult
+
+if TYPE_CHECKING:
+    from ckpt_audit.runs.audit import CheckpointResult
 
 
 def apply_baseline(results: Sequence[CheckpointResult], baseline_path: str | None,

@@ -58,6 +58,10 @@ def register(app: typer.Typer) -> None:
             help="Gradient norms of main vs λ·MTP loss on the trunk."),
         mtp_lambda: float | None = typer.Option(None, "--mtp-lambda",
                                                    help="λ for --grad-balance."),
+        max_logits_mb: float = typer.Option(
+            1024.0, "--max-logits-mb", min=1.0,
+            help="Memory budget (MiB) for logits and their statistics: positions are scored in "
+                 "chunks that fit it (docs/MTP.md)."),
         fmt: TableOrJson = typer.Option(TableOrJson.TABLE, "--format", "-f",
                                         help="Report format."),
         output: OutputOpt = None,
@@ -66,6 +70,7 @@ def register(app: typer.Typer) -> None:
         """Measure MTP draft acceptance on a probe set, teacher-forced, from a checkpoint."""
         finite("--final-scale", final_scale)
         finite("--mtp-lambda", mtp_lambda)
+        finite("--max-logits-mb", max_logits_mb)
         from ckpt_audit.mtp.engine import accept_run
 
         res = accept_run(ckpt, probe, temperatures=tuple(temperature), max_tokens=max_tokens,
@@ -75,7 +80,8 @@ def register(app: typer.Typer) -> None:
                          max_depths=max_depths, what_if_renorm=what_if_renorm,
                          final_scale=final_scale, speculate=speculate,
                          spec_prompt_tokens=spec_prompt, spec_new_tokens=spec_new,
-                         grad_balance=grad_balance, mtp_lambda=mtp_lambda, progress=not quiet)
+                         grad_balance=grad_balance, mtp_lambda=mtp_lambda,
+                         max_logits_mb=max_logits_mb, progress=not quiet)
         import os
 
         if int(os.environ.get("RANK", "0")) != 0:

@@ -24,7 +24,7 @@ from ckpt_audit.core.discovery import Candidate, Discovery, discover
 from ckpt_audit.core.layouts import ENCODER_MODEL_TYPES, d_model_from_config, model_type
 from ckpt_audit.core.policy import Policy, load_policy
 from ckpt_audit.core.reference import INIT, Reference, from_norms
-from ckpt_audit.core.stats import gain_stats
+from ckpt_audit.core.stats import gain_stats_many
 from ckpt_audit.errors import CkptAuditError
 from ckpt_audit.readers import CheckpointReader, open_checkpoint
 from ckpt_audit.records import (
@@ -115,7 +115,7 @@ def _stats_for(values: dict[str, np.ndarray], convs: dict[str, Convention], near
         from ckpt_audit.core.stats_torch import gain_stats_torch
 
         return gain_stats_torch(values, convs, near_zero, "cuda")
-    return {n: gain_stats(v, convs[n], near_zero) for n, v in values.items()}
+    return gain_stats_many(values, convs, near_zero)
 
 
 def gain_values(reader: CheckpointReader, gains: tuple[Candidate, ...]) -> dict[str, np.ndarray]:
@@ -251,8 +251,30 @@ def audit_checkpoint(
     state_key: str | None = None,
     reference: Reference = INIT,
 ) -> AuditReport:
-    """Open ``path`` (file, folder or URL) and audit it (``state_key``: see ``--state-key``;
-    ``reference``: see :func:`load_reference`)."""
+    """Open ``path`` (file, folder or URL) and audit it; the reader is closed before returning.
+
+    Args:
+        path: a checkpoint file or folder, local or a URL (see
+            :func:`~ckpt_audit.readers.open_checkpoint`), or a built ``Location``.
+        policy: the bands and thresholds (:func:`~ckpt_audit.core.policy.load_policy`); the
+            shipped default when ``None``.
+        format_hint: force a reader (``ckpt-audit audit --format-hint``) instead of detection.
+        d_model: override d_model (else: config, then the final norm's length).
+        convention: force ``direct``/``offset``/``none`` for every gain instead of detecting it
+            from the config.
+        expect_init: a step-0 check: fail every gain whose ‖γ_eff‖₂ differs from √n by
+            ``policy.init_tolerance`` or more.
+        device: ``cpu``, ``cuda`` or ``auto`` (the CPU) for the statistics.
+
+    Returns:
+        An :class:`~ckpt_audit.records.AuditReport` (frozen; ``report.verdict`` is a
+        :class:`~ckpt_audit.records.Verdict`). Every figure is defined in docs/METRICS.md.
+
+    Raises:
+        CkptAuditError: the input cannot be read right (its subclasses ``DetectionError``,
+            ``FormatError``, ``RemoteError``, ``UnsafePickleError``, ``PolicyError``), with the
+            file it is about; never a partial report.
+    """
     with gc_paused(), open_checkpoint(path, format_hint, state_key) as reader:
         return audit_reader(reader, policy=policy, d_model=d_model, convention=convention,
                             expect_init=expect_init, device=device, reference=reference)

@@ -1,7 +1,8 @@
 """Storage conventions of norm gains: direct (γ_eff = w), offset (γ_eff = 1 + w), none.
 
 Detected from the config (model_type and Megatron's 1p flags), with a user override and a
-reader hint (GGUF files are always direct: llama.cpp bakes the +1 in). Sources: DOMAIN.md §1.
+reader hint (GGUF files are always direct: llama.cpp bakes the +1 in). Which families use which:
+docs/METRICS.md, "Conventions".
 """
 
 from __future__ import annotations

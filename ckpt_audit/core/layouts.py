@@ -2,7 +2,8 @@
 
 Everything the analysis core knows about how real checkpoints name things lives here, as data,
 so that supporting a new family means adding a row, not scattering string tests. Sources for
-each row: ``../shared/DOMAIN.md`` section 3 (norm names) and section 4 (MTP layouts).
+each row: docs/METRICS.md ("Names of norms in real checkpoints", "Roles") and docs/MTP.md
+("What it loads": the MTP layouts).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ for every stored dtype up to F32. Definitions (docs/METRICS.md):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -67,12 +68,7 @@ def gain_stats(values: np.ndarray, convention: Convention, near_zero: float = 0.
         mean = std = lo = hi = float("nan")
     near = float(np.count_nonzero(np.abs(gf) < near_zero)) / n
     negative = float(np.count_nonzero(gf < 0)) / n
-    dev = np.where(finite, np.abs(g - 1.0), np.inf)
-    k = min(EXTREME_COUNT, n)
-    top = np.argpartition(-dev, k - 1)[:k] if n > k else np.arange(n)
-    # farthest first; ties broken by the lower index
-    order = sorted(top.tolist(), key=lambda i: (-dev[i], i))
-    extreme = tuple((int(i), float(g[i])) for i in order)
+    extreme = _extreme(g, -np.where(finite, np.abs(g - 1.0), np.inf))
     return GainStats(n, norm, ratio, lo, hi, mean, std, nonfinite, near, extreme,
                      channel_spread(std, gf), negative)
 
@@ -85,3 +81,94 @@ def channel_spread(std: float, finite: np.ndarray) -> float:
     scaled = finite / scale
     rms = math.sqrt(math.fsum((scaled * scaled).tolist()) / finite.size) * scale
     return std / rms if rms > 0 else float("nan")
+
+
+def _extreme(g: np.ndarray, neg_dev: np.ndarray) -> tuple[tuple[int, float], ...]:
+    """The :data:`EXTREME_COUNT` channels farthest from 1 (``neg_dev`` = −|γ − 1|, −inf where
+    not finite), farthest first, ties broken by the lower index (as the torch backend does)."""
+    n = g.size
+    k = min(EXTREME_COUNT, n)
+    if n > k:
+        cut = neg_dev[np.argpartition(neg_dev, k - 1)[:k]].max()
+        better = np.flatnonzero(neg_dev < cut)
+        top = np.concatenate([better, np.flatnonzero(neg_dev == cut)[: k - better.size]])
+    else:
+        top = np.arange(n)
+    order = sorted(top.tolist(), key=lambda i: (neg_dev[i], i))
+    return tuple((int(i), float(g[i])) for i in order)
+
+
+def _segment_sums(x: np.ndarray, sizes: np.ndarray, starts: np.ndarray) -> list[float]:
+    """The exactly rounded sum of each segment of ``x`` (``math.fsum``'s figure, to the bit).
+
+    A segment is scaled by the power of two 2**k that brings Σ|x| under 2**51. If every scaled
+    value is then an integer, every partial sum is an integer below 2**53, so any order of
+    float64 additions is exact and one ``np.add.reduceat`` gives the exact sum (its own correct
+    rounding). Other segments (wide dynamic range: float32 squares, mostly) use ``math.fsum``.
+    """
+    sums = np.add.reduceat(x, starts)
+    bound = np.add.reduceat(np.abs(x), starts)
+    exp = np.frexp(bound)[1]
+    scaled = x * np.repeat(np.ldexp(1.0, 51 - np.clip(exp, -900, 1100)), sizes)
+    integral = np.logical_and.reduceat(scaled == np.rint(scaled), starts)
+    exact = integral & (exp <= 51) & (exp > -900) & np.isfinite(bound) & (sums != 0)
+    out = sums.tolist()
+    for i in np.flatnonzero(~exact).tolist():
+        out[i] = math.fsum(x[starts[i]:starts[i] + sizes[i]].tolist())
+    return out
+
+
+#: Elements per vectorised batch: big enough to amortise numpy's per-call cost, small enough
+#: for the batch's float64 temporaries to stay in cache (measured: 2-3x faster than one batch
+#: of a DeepSeek-V3's 10^6 gain channels, and than one gain at a time).
+BATCH = 65536
+
+
+def gain_stats_many(values: Mapping[str, np.ndarray], conventions: Mapping[str, Convention],
+                    near_zero: float = 0.01) -> dict[str, GainStats]:
+    """:func:`gain_stats` of many gains, vectorised over batches of gains, with the very same
+    figures (every sum exactly rounded, std by numpy's pairwise mean, the same extreme channels).
+    Empty gains, gains with a non-finite channel and huge F64 gains (see :func:`_scale`) go
+    through :func:`gain_stats` itself."""
+    out: dict[str, GainStats] = {}
+    batch: dict[str, np.ndarray] = {}
+    size = 0
+    for name, v in values.items():
+        g = effective_gain(v, conventions[name])
+        if g.size == 0 or not np.isfinite(g).all() or float(np.abs(g).max()) > _HUGE:
+            out[name] = gain_stats(v, conventions[name], near_zero)
+            continue
+        batch[name] = g
+        size += g.size
+        if size >= BATCH:
+            out.update(_batch_stats(batch, near_zero))
+            batch, size = {}, 0
+    if batch:
+        out.update(_batch_stats(batch, near_zero))
+    return {name: out[name] for name in values}
+
+
+def _batch_stats(gains: dict[str, np.ndarray], near_zero: float) -> dict[str, GainStats]:
+    """The statistics of finite, non-empty effective gains, in one numpy pass over the batch."""
+    names = list(gains)
+    sizes = np.array([g.size for g in gains.values()])
+    stops = np.cumsum(sizes)
+    starts = stops - sizes
+    g_all = np.concatenate(list(gains.values()))
+    sum_sq = _segment_sums(g_all * g_all, sizes, starts)
+    means = (np.array(_segment_sums(g_all, sizes, starts)) / sizes).tolist()
+    dev2 = (g_all - np.repeat(means, sizes)) ** 2
+    neg_dev = -np.abs(g_all - 1.0)
+    near = np.add.reduceat((np.abs(g_all) < near_zero).astype(np.int64), starts).tolist()
+    negative = np.add.reduceat((g_all < 0).astype(np.int64), starts).tolist()
+    out: dict[str, GainStats] = {}
+    for i, name in enumerate(names):
+        a, b, n = int(starts[i]), int(stops[i]), int(sizes[i])
+        g = g_all[a:b]
+        norm = math.sqrt(sum_sq[i])
+        std = math.sqrt(float(np.mean(dev2[a:b])))
+        rms = math.sqrt(sum_sq[i] / n)  # channel_spread's RMS: every channel is finite here
+        out[name] = GainStats(n, norm, norm / math.sqrt(n), float(g.min()), float(g.max()),
+                              means[i], std, 0, float(near[i]) / n, _extreme(g, neg_dev[a:b]),
+                              std / rms if rms > 0 else float("nan"), float(negative[i]) / n)
+    return out

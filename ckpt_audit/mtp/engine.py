@@ -21,8 +21,8 @@ import torch
 
 from ckpt_audit.errors import CkptAuditError
 from ckpt_audit.mtp.loader import Loaded, load
-from ckpt_audit.mtp.metrics import AcceptSums
-from ckpt_audit.mtp.modules import run_chain
+from ckpt_audit.mtp.metrics import AcceptSums, LogitSource, chunk_positions
+from ckpt_audit.mtp.modules import Trunk, TrunkOutput, chain_hidden
 from ckpt_audit.mtp.probe import read_probe
 from ckpt_audit.mtp.results import (
     AcceptResult,
@@ -114,10 +114,13 @@ def accept_run(ckpt: str, probe: str, *, temperatures: tuple[float, ...] = (1.0,
                what_if_renorm: bool = False, final_scale: float | None = None,
                speculate: bool = False, spec_prompt_tokens: int = 8, spec_new_tokens: int = 32,
                grad_balance: bool = False, mtp_lambda: float | None = None,
+               max_logits_mb: float = 1024.0,
                progress: bool = False, loaded: Loaded | None = None) -> AcceptResult:
     """Measure MTP draft acceptance of ``ckpt`` on ``probe`` (JSON: report.accept.to_dict)."""
     if batch_size < 1:
         raise CkptAuditError("--batch-size must be at least 1")
+    if not max_logits_mb > 0:
+        raise CkptAuditError("--max-logits-mb must be positive")
     temps = [float(t) for t in temperatures] or [1.0]
     if any(t < 0 for t in temps):
         raise CkptAuditError("--temperature must be >= 0")
@@ -138,12 +141,13 @@ def accept_run(ckpt: str, probe: str, *, temperatures: tuple[float, ...] = (1.0,
     show = progress and rank == 0 and n_batches > 1
     with torch.inference_mode(), _progress(show, n_batches, "accept") as tick:
         for ids, lengths in batches(mine, batch_size, m.device):
-            out = m.trunk(ids)
-            drafts = run_chain(m.trunk, m.depths, out, ids)
-            sums.add(out.logits, drafts, ids, lengths)
+            chunk = chunk_positions(max_logits_mb, ids.shape[0], _head_rows(m.trunk), len(temps))
+            out = m.trunk(ids, last_logits_only=True)
+            verifier = _verifier(m.trunk, out, ids)
+            drafts = _draft_sources(m, out, ids)
+            sums.add(verifier, drafts, ids, lengths, chunk)
             for (_, c), acc in zip(scales, what_if, strict=True):
-                normed = m.trunk.final_norm(out.hidden) * c
-                acc.add(m.trunk.head(normed), drafts, ids, lengths)
+                acc.add(_scaled(m.trunk, out.hidden, c), drafts, ids, lengths, chunk)
             tick()
     if reduce is not None:
         sums.tensor = reduce(sums.tensor)
@@ -171,6 +175,37 @@ def accept_run(ckpt: str, probe: str, *, temperatures: tuple[float, ...] = (1.0,
         grad_balance=_grad_balance(m, mine, batch_size, mtp_lambda, reduce, show)
         if grad_balance else None,
     )
+
+
+def _head_rows(trunk: Trunk) -> int:
+    """Rows of the output head: the vocabulary the logits have (may be padded past vocab)."""
+    return int(trunk.head.weight.shape[0])
+
+
+def _verifier(trunk: Trunk, out: TrunkOutput, ids: torch.Tensor) -> LogitSource:
+    """The verifier's logits, computed chunk by chunk from the last block's output when the
+    trunk gave the last position only and recomputing it reproduces the model's own logits
+    there; otherwise (a model whose logits are not head(final_norm(h)), e.g. soft-capped) the
+    full logits of a second forward."""
+    if out.logits.shape[1] == ids.shape[1]:
+        return out.logits
+    mine = trunk.verifier_logits(out.hidden[:, -1:])
+    if torch.allclose(mine.float(), out.logits.float(), rtol=1e-3, atol=1e-3):
+        return lambda a, b: trunk.verifier_logits(out.hidden[:, a:b])
+    return trunk(ids).logits
+
+
+def _scaled(trunk: Trunk, hidden: torch.Tensor, c: float) -> LogitSource:
+    return lambda a, b: trunk.verifier_logits(hidden[:, a:b], c)
+
+
+def _draft_sources(m: Loaded, out: TrunkOutput, ids: torch.Tensor) -> list[LogitSource]:
+    """Each depth's draft logits, computed per chunk of positions from its block output."""
+    def source(mtp: Any, h: torch.Tensor) -> LogitSource:
+        return lambda a, b: m.trunk.draft_logits(mtp, h[:, a:b])
+
+    return [source(mtp, h) for mtp, h in
+            zip(m.depths, chain_hidden(m.trunk, m.depths, out, ids), strict=True)]
 
 
 def _speculate(m: Loaded, seqs: list[list[int]], prompt: int, new: int, context: int | None,

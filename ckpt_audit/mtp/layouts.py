@@ -4,7 +4,7 @@
 :data:`ckpt_audit.core.layouts.MTP_LAYOUTS` names each layout's prefix and four required
 tensors; this adds what running a depth needs: where the block's own tensors sit under the depth
 prefix and whether they use Megatron-core names, and the concatenation order as a name.
-Layouts (DOMAIN.md section 4):
+Layouts (docs/MTP.md, "What it loads"):
 
 - ``deepseek-hf``: ``model.layers.{N+k}.{enorm,hnorm,eh_proj,shared_head.norm}`` + a decoder
   block in the trunk's own names (DeepSeek-V3, GLM-4.5, and our Llama fixture).

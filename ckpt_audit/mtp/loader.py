@@ -60,7 +60,7 @@ class Loaded:
 
     @property
     def final_gain_ratio(self) -> float:
-        """RMS of the trunk's effective final gain (ratio ‖γ‖₂/√n, DOMAIN.md section 1)."""
+        """RMS of the trunk's effective final gain (ratio ‖γ‖₂/√n, docs/METRICS.md)."""
         w = self.trunk.final_norm.weight.detach().double().cpu()
         g = w + 1.0 if self.offset_norm else w
         return float(g.norm() / math.sqrt(g.numel()))

@@ -12,6 +12,8 @@ final figures are ratios of totals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ckpt_audit.mtp.results import ChainFigures, DepthFigures, temp_key
@@ -66,6 +68,31 @@ def row_stats(p: torch.Tensor, q: torch.Tensor, temps: list[float]
     return agree, ent_p, ent_q, betas
 
 
+#: Live float32 [batch, position, vocab] tensors per position while one chunk is scored: the
+#: verifier chunk, its log-softmax and probabilities, one draft chunk with its log-softmax and
+#: probabilities, the draft's tempered softmax and the element-wise minimum (8), plus one
+#: tempered verifier distribution per temperature.
+_LIVE_COPIES = 8
+
+#: Where logits come from: a tensor [B, L, V], or a function (start, stop) -> [B, stop-start, V]
+#: that computes only those positions (so the whole [B, L, V] never exists).
+LogitSource = torch.Tensor | Callable[[int, int], torch.Tensor]
+
+
+def chunk_positions(max_logits_mb: float, batch: int, vocab: int, n_temps: int) -> int:
+    """Positions scored at once so that the logits of one chunk and every float32 copy the
+    statistics make of them (``_LIVE_COPIES`` + one per temperature, [batch, chunk, vocab])
+    stay within ``max_logits_mb`` MiB; at least 1."""
+    per_position = batch * vocab * 4 * (_LIVE_COPIES + n_temps)
+    return max(1, int(max_logits_mb * 2**20) // per_position)
+
+
+def _slicer(src: LogitSource) -> Callable[[int, int], torch.Tensor]:
+    if isinstance(src, torch.Tensor):
+        return lambda a, b: src[:, a:b]
+    return src
+
+
 class AcceptSums:
     """Sums per depth; ``add`` a batch, ``tensor`` to all-reduce, ``figures`` to report."""
 
@@ -75,45 +102,95 @@ class AcceptSums:
         width = _FIXED + 2 * len(self.temps)
         self.tensor = torch.zeros(n_depths, width, dtype=torch.float64, device=device)
 
-    def add(self, p: torch.Tensor, drafts: list[torch.Tensor], ids: torch.Tensor,
-            lengths: torch.Tensor) -> None:
-        """One padded batch: verifier logits p [B, L, V], draft logits per depth, ids [B, L]."""
+    def add(self, p: LogitSource, drafts: list[LogitSource], ids: torch.Tensor,
+            lengths: torch.Tensor, chunk: int | None = None) -> None:
+        """One padded batch: verifier logits p [B, L, V], draft logits per depth, ids [B, L].
+
+        One pass over the verifier positions in chunks of ``chunk`` (all at once when None):
+        per chunk the verifier's log-softmax at each temperature is computed once and shared by
+        every depth; depth k scores its drafts at positions j - k against verifier position j.
+        Per-position statistics (float64, [B, L] each: no vocabulary axis) are then masked and
+        summed exactly as a single pass over the whole batch would.
+        """
+        b, L = ids.shape
+        nt = len(self.temps)
+        dev = self.tensor.device
+        n_depths = min(len(drafts), max(0, L - 1))
+        stats = [_DepthRows(b, L - k, nt, dev) for k in range(1, n_depths + 1)]
+        vsrc, dsrc = _slicer(p), [_slicer(q) for q in drafts]
+        step = chunk or L
+        for s in range(1, L, step):  # verifier position 0 pairs with no draft
+            e = min(L, s + step)
+            pc = vsrc(s, e).to(dev).float()
+            lp = torch.log_softmax(pc, -1)
+            pe = lp.exp()
+            p_arg = pc.argmax(-1)
+            ent_p = -torch.einsum("...v,...v->...", pe, lp)
+            del lp
+            tempered = {t: torch.softmax(pc / t, -1) for t in self.temps if t not in (0, 1)}
+            del pc
+            for k, st in enumerate(stats, start=1):
+                j0 = max(s, k)  # verifier positions j0..e-1 pair with drafts j0-k..e-1-k
+                if j0 >= e:
+                    continue
+                o = j0 - s
+                qc = dsrc[k - 1](j0 - k, e - k).to(dev).float()
+                sl = slice(j0 - k, e - k)
+                q_arg = qc.argmax(-1)
+                a = p_arg[:, o:] == q_arg
+                st.agree[:, sl] = a
+                st.ent_p[:, sl] = ent_p[:, o:]
+                lq = torch.log_softmax(qc, -1)
+                qe = lq.exp()
+                st.ent_q[:, sl] = -torch.einsum("...v,...v->...", qe, lq)
+                del lq
+                st.draft_arg[:, sl] = q_arg
+                for jt, t in enumerate(self.temps):
+                    if t == 0:
+                        st.betas[jt][:, sl] = a
+                    elif t == 1:
+                        st.betas[jt][:, sl] = torch.minimum(pe[:, o:], qe).sum(-1)
+                    else:
+                        qt = torch.softmax(qc / t, -1)
+                        st.betas[jt][:, sl] = torch.minimum(tempered[t][:, o:], qt).sum(-1)
+                        del qt
+                del qc, qe
+        self._accumulate(stats, ids, lengths)
+
+    def _accumulate(self, stats: list[_DepthRows], ids: torch.Tensor,
+                    lengths: torch.Tensor) -> None:
         b, L = ids.shape
         nt = len(self.temps)
         dev = self.tensor.device
         cum_g = torch.ones(b, L, dtype=torch.float64, device=dev)
         cum_s = torch.ones(nt, b, L, dtype=torch.float64, device=dev)
         lengths = lengths.to(dev)
-        for k, q in enumerate(drafts, start=1):
+        for k, st in enumerate(stats, start=1):
             m = L - k
-            if m <= 0:
-                break
             pos = torch.arange(m, device=dev)
             valid = pos[None, :] < (lengths[:, None] - k)  # i <= T-1-k
             lab_valid = pos[None, :] < (lengths[:, None] - k - 1)  # i <= T-2-k
-            pk, qk = p[:, k:, :].to(dev), q[:, :m, :].to(dev)
+
             # computed on every position (pads included: no gather copies), masked after
-            agree, ent_p, ent_q, betas = row_stats(pk, qk, self.temps)
             def keep(x: torch.Tensor, valid: torch.Tensor = valid) -> torch.Tensor:
                 return torch.where(valid, x, 0.0)  # not x * mask: a NaN pad row stays out
 
-            full_a = keep(agree)
+            full_a = keep(st.agree)
             cum_g[:, :m] *= full_a
             row = self.tensor[k - 1]
             row[PAIRS] += valid.sum()
             row[GREEDY] += full_a.sum()
-            row[ENT_P] += keep(ent_p).sum()
-            row[ENT_Q] += keep(ent_q).sum()
+            row[ENT_P] += keep(st.ent_p).sum()
+            row[ENT_Q] += keep(st.ent_q).sum()
             row[CUM_GREEDY] += keep(cum_g[:, :m]).sum()
             for j in range(nt):
-                full_b = keep(betas[j])
+                full_b = keep(st.betas[j])
                 cum_s[j, :, :m] *= full_b
                 row[_FIXED + j] += full_b.sum()
                 row[_FIXED + nt + j] += keep(cum_s[j, :, :m]).sum()
             if m > 1:
                 labels = ids[:, k + 1 :].to(dev)
-                draft_arg = qk[:, : m - 1].argmax(-1)
-                ok = (draft_arg == labels) & lab_valid[:, : m - 1]
+                ok = (st.draft_arg[:, : m - 1] == labels) & lab_valid[:, : m - 1]
                 row[LABEL_PAIRS] += lab_valid.sum()
                 row[LABEL_OK] += ok.sum()
 
@@ -148,3 +225,15 @@ class AcceptSums:
             for key, v in entry.cumulative_sampled_acceptance.items():
                 etps_s[key] += v or 0.0
         return ChainFigures(tuple(depths), etps, etps_s)
+
+
+class _DepthRows:
+    """Per-position statistics of one depth over one batch ([B, m] each, m = L - k)."""
+
+    def __init__(self, b: int, m: int, nt: int, dev: torch.device) -> None:
+        def z() -> torch.Tensor:
+            return torch.zeros(b, m, dtype=torch.float64, device=dev)
+
+        self.agree, self.ent_p, self.ent_q = z(), z(), z()
+        self.betas = [z() for _ in range(nt)]
+        self.draft_arg = torch.full((b, m), -1, dtype=torch.long, device=dev)

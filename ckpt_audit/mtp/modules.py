@@ -1,6 +1,6 @@
 """The MTP depth module and a trunk wrapper that exposes h before the final norm.
 
-One MTP depth (DeepSeek-V3, DOMAIN.md section 4): for position i,
+One MTP depth (DeepSeek-V3; docs/MTP.md, "What it loads"): for position i,
 ``h'_i = eh_proj([enorm(Emb(t_{i+1})); hnorm(h_i)])`` (embedding first; MiMo puts the hidden state
 first), then one transformer block of the trunk's own class over the positions, then the depth's
 own final norm and the head shared with the trunk: a draft for ``t_{i+2}``. Depth k reads depth
@@ -101,15 +101,33 @@ class Trunk:
     def final_norm(self) -> Any:
         return self.base.norm
 
-    def __call__(self, input_ids: torch.Tensor, cache: Any = None) -> TrunkOutput:
-        """One forward; with ``cache`` (a transformers Cache) only the new positions run."""
+    def __call__(self, input_ids: torch.Tensor, cache: Any = None,
+                 last_logits_only: bool = False) -> TrunkOutput:
+        """One forward; with ``cache`` (a transformers Cache) only the new positions run. With
+        ``last_logits_only`` the model computes logits at the last position only (transformers'
+        ``logits_to_keep=1``), where its forward takes that argument: the caller computes the
+        rest from ``hidden`` in chunks (``verifier_logits``)."""
         if cache is None:
-            out = self.model(input_ids=input_ids, use_cache=False)
+            extra = {"logits_to_keep": 1} if last_logits_only and self.keeps_logits else {}
+            out = self.model(input_ids=input_ids, use_cache=False, **extra)
         else:
             out = self.model(input_ids=input_ids, cache=cache, use_cache=True)
         assert self._hidden is not None, "the last decoder block did not run"
         hidden, self._hidden = self._hidden, None
         return TrunkOutput(out.logits, hidden, self._kwargs)
+
+    @property
+    def keeps_logits(self) -> bool:
+        """Whether the model's forward can compute the last position's logits only."""
+        import inspect
+
+        return "logits_to_keep" in inspect.signature(self.model.forward).parameters
+
+    def verifier_logits(self, hidden: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """The trunk's logits recomputed from the last block's output: final norm (times
+        ``scale``), then the head."""
+        normed = self.final_norm(hidden.to(_device_of(self.head)))
+        return self.head(normed * scale if scale != 1.0 else normed)
 
     def draft_logits(self, mtp: MtpDepth, block_out: torch.Tensor) -> torch.Tensor:
         """Logits of a depth's drafts: its own final norm, then the head shared with the trunk."""
@@ -122,7 +140,16 @@ def _device_of(module: nn.Module) -> torch.device:
 
 def run_chain(trunk: Trunk, depths: list[MtpDepth], out: TrunkOutput,
               tokens: torch.Tensor) -> list[torch.Tensor]:
-    """Teacher-forced drafts of every depth: list of draft logits [B, L, V], one per depth.
+    """Teacher-forced drafts of every depth: list of draft logits [B, L, V], one per depth
+    (``chain_hidden`` documents the alignment)."""
+    return [trunk.draft_logits(mtp, h)
+            for mtp, h in zip(depths, chain_hidden(trunk, depths, out, tokens), strict=True)]
+
+
+def chain_hidden(trunk: Trunk, depths: list[MtpDepth], out: TrunkOutput,
+                 tokens: torch.Tensor) -> list[torch.Tensor]:
+    """Teacher-forced block outputs of every depth [B, L, d] (before the depth's final norm and
+    the head: ``Trunk.draft_logits`` turns any slice of them into draft logits).
 
     ``L`` is the length of ``out.hidden``; depth k at position i reads the token
     ``tokens[:, i + k]`` (t_{i+k}). ``tokens`` may be longer than L; where it is too short the
@@ -143,7 +170,7 @@ def run_chain(trunk: Trunk, depths: list[MtpDepth], out: TrunkOutput,
         emb = trunk.embed(shifted.to(emb_dev)).to(dev)
         kw = {key: _to(v, dev) for key, v in out.layer_kwargs.items()}
         h = mtp(h.to(dev), emb, kw)
-        drafts.append(trunk.draft_logits(mtp, h))
+        drafts.append(h)
     return drafts
 
 

@@ -1,6 +1,6 @@
 """Quantized weights for ``accept``: FP8 block-scaled releases dequantized, anything else refused.
 
-DeepSeek-V3/V3.1/R1 and GLM-4.5-FP8 (DOMAIN.md, "FP8 releases") declare
+DeepSeek-V3/V3.1/R1 and GLM-4.5-FP8 (docs/MTP.md, "Quantized checkpoints") declare
 ``quantization_config = {"quant_method": "fp8", "weight_block_size": [b0, b1], ...}`` and store
 every linear weight ``X.weight`` as ``float8_e4m3fn`` with a float32 ``X.weight_scale_inv`` of
 shape ``[ceil(out/b0), ceil(in/b1)]``: the true weight is ``X.weight * scale_inv`` broadcast over

@@ -24,7 +24,7 @@ Reported, named so that nobody mistakes one for the other:
 - ``acceptance_at_loop_drafted_positions``: depth-1 accepts / depth-1 drafts of the loop;
 - ``acceptance_at_all_positions``: teacher-forced depth-1 greedy agreement averaged over every
   position of the same continuations (the loop skips a position after each accept, and
-  agreement is not independent across positions, so the two differ: DOMAIN.md section 5);
+  agreement is not independent across positions, so the two differ: docs/MTP.md, ``--speculate``);
 - ``mean_acceptance_length``: tokens per drafting verifier call, bonus counted (vLLM's
   1 + accepted / drafts); ``verifier_calls_per_token``: all verifier calls (the first, draft-less
   one included) per generated token.

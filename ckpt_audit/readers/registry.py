@@ -112,9 +112,25 @@ def open_checkpoint(path: str | Location, format_hint: str | None = None,
 def _open(path: str | Location, format_hint: str | None = None) -> CheckpointReader:
     """Open a checkpoint file or folder (local path or URL) with the right reader.
 
-    With ``format_hint`` the named reader is used without detection. Otherwise each registered
-    reader's ``detect`` is asked in order; the first that says yes opens it. Nothing matching is
-    a :class:`DetectionError` that says what was looked for.
+    Args:
+        path: a local file or folder, a ``file://`` path, or a URL (``https://``, ``s3://``,
+            ``gs://``, ``hf://``), or an already built :class:`~ckpt_audit.storage.Location`.
+        format_hint: a name from :func:`available_formats` to skip detection and use that
+            reader. Otherwise each registered reader's ``detect`` is asked in order.
+
+    Returns:
+        A lazily opened :class:`CheckpointReader`: only headers are read until values are asked
+        for (``read``/``read_many``). It holds open files (or connections): close it, best with
+        ``with open_checkpoint(path) as reader: ...``.
+
+    Raises:
+        DetectionError: the path does not exist, nothing matched (the message says what was
+            looked for), several formats matched, or the hint names no format.
+        FormatError: the matched reader found the files malformed (truncated, bad header,
+            offsets outside the file, …), naming the file.
+        RemoteError: a URL could not be read (status, timeout, server ignoring Range).
+        UnsafePickleError: a pickle-based format named a global outside the allowlist.
+    All four are :class:`~ckpt_audit.errors.CkptAuditError`.
     """
     loc = location(path) if isinstance(path, str) else path
     if not loc.exists():

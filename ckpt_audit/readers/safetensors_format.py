@@ -9,6 +9,7 @@ the file size before it is trusted, so a hostile header can only produce a :clas
 from __future__ import annotations
 
 import struct
+from collections.abc import KeysView
 from typing import Any, NamedTuple
 
 from ckpt_audit.errors import FormatError
@@ -53,6 +54,11 @@ class SafetensorsHeader:
     def names(self) -> list[str]:
         """Tensor names in header order."""
         return list(self._entries)
+
+    @property
+    def raw_names(self) -> KeysView[str]:
+        """Tensor names in header order, without a copy."""
+        return self._entries.keys()
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -78,11 +78,12 @@ RENDERERS: dict[tuple[str, str], str] = {
 
 def kind_of(doc: object) -> str:
     """``audit``, ``trend``, ``compare`` or ``diff``."""
+    if isinstance(doc, AuditDocument):  # first: an audit never imports the run modules
+        return "audit"
     from ckpt_audit.runs.compare import Comparison, Diff
     from ckpt_audit.runs.trend import Trend
 
-    for cls, kind in ((AuditDocument, "audit"), (Trend, "trend"), (Comparison, "compare"),
-                      (Diff, "diff")):
+    for cls, kind in ((Trend, "trend"), (Comparison, "compare"), (Diff, "diff")):
         if isinstance(doc, cls):
             return kind
     raise TypeError(f"not a ckpt-audit document: {type(doc).__name__}")

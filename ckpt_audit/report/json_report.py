@@ -13,13 +13,15 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckpt_audit.records import AuditReport, NormRecord
 from ckpt_audit.report.findings import finding_to_dict
-from ckpt_audit.runs.audit import CheckpointResult
-from ckpt_audit.runs.compare import Comparison, Diff, audited_by_step, matching_steps
-from ckpt_audit.runs.trend import Trend
+
+if TYPE_CHECKING:  # the run modules load only for run documents: an audit's JSON never needs them
+    from ckpt_audit.runs.audit import CheckpointResult
+    from ckpt_audit.runs.compare import Comparison, Diff
+    from ckpt_audit.runs.trend import Trend
 
 SCHEMA = "ckpt-audit.audit/1"
 TREND_SCHEMA = "ckpt-audit.trend/1"
@@ -154,6 +156,8 @@ def reference_of(reports: Any) -> dict[str, Any]:
 
 def compare_to_dict(cmp: Comparison) -> dict[str, Any]:
     """The ``ckpt-audit.compare/1`` document (the first run is the reference)."""
+    from ckpt_audit.runs.compare import audited_by_step, matching_steps
+
     steps = matching_steps([r for _, r in cmp.runs])
     by = [audited_by_step(r) for _, r in cmp.runs]
     return {

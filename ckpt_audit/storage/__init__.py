@@ -21,15 +21,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ckpt_audit.errors import RemoteError
 from ckpt_audit.storage.base import ByteCounter, ByteSource, Location
-from ckpt_audit.storage.fsspec_backend import FsspecLocation, filesystem
-from ckpt_audit.storage.http import HttpLocation
-from ckpt_audit.storage.http_client import RemoteOptions
 from ckpt_audit.storage.local import LocalLocation, LocalSource, check_argument
-from ckpt_audit.storage.ranged import SharedState, merge_ranges
+from ckpt_audit.storage.options import RemoteOptions
 
 __all__ = [
     "ByteCounter", "ByteSource", "Location", "LocalLocation", "LocalSource", "RemoteOptions",
-    "is_url", "location", "merge_ranges", "remote_location", "remote_options",
+    "is_url", "location", "remote_location", "remote_options",
 ]
 
 
@@ -70,7 +67,15 @@ def remote_location(
 ) -> Location:
     """A :class:`Location` for a URL. ``storage_options`` go to the fsspec backend (e.g.
     ``{"endpoint_url": ...}`` for an S3-compatible store); ``CKPT_AUDIT_STORAGE_OPTIONS`` (JSON)
-    in the environment does the same from the command line."""
+    in the environment does the same from the command line.
+
+    The remote backends are imported here, on the first URL, so that a local audit never loads
+    them (start-up time; see benchmarks/bench_audit.py). Nothing below imports this package back.
+    """
+    from ckpt_audit.storage.fsspec_backend import FsspecLocation, filesystem
+    from ckpt_audit.storage.http import HttpLocation
+    from ckpt_audit.storage.ranged import SharedState
+
     shared = SharedState(options or _OPTIONS.get() or RemoteOptions())
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):

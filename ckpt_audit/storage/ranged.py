@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.storage.base import ByteCounter, ByteSource
-from ckpt_audit.storage.http_client import RemoteOptions
+from ckpt_audit.storage.options import RemoteOptions
 
 
 def merge_ranges(

@@ -12,7 +12,8 @@ import socket
 import pytest
 
 from ckpt_audit.errors import FormatError, RemoteError
-from ckpt_audit.storage import RemoteOptions, location, merge_ranges, remote_location
+from ckpt_audit.storage import RemoteOptions, location, remote_location
+from ckpt_audit.storage.ranged import merge_ranges
 from tests.support.range_server import RangeServer
 
 KIB = 1024

@@ -47,7 +47,9 @@ def check_complete(path: str, incomplete: AuditIncomplete) -> bool:
 
     if is_url(path) or not os.path.exists(path):
         return False
-    problems = checkpoint_problems(path)
+    # The reader opened next validates every safetensors header against its file (a truncated
+    # shard is refused there, exit 2), so the headers are not decoded here a first time.
+    problems = checkpoint_problems(path, headers=False)
     if not problems:
         return False
     err = IncompleteError("incomplete checkpoint: " + "; ".join(problems), path)

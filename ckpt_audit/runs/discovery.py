@@ -164,7 +164,7 @@ def _index_refs(path: str) -> tuple[tuple[str, ...], str | None]:
         return (), f"unreadable index ({_why(exc)})"
 
 
-def _entry(root: str, rel: str) -> FileEntry | None:
+def _entry(root: str, rel: str, headers: bool = True) -> FileEntry | None:
     path = os.path.join(root, rel) if rel else root
     try:
         st = os.stat(path)
@@ -174,7 +174,8 @@ def _entry(root: str, rel: str) -> FileEntry | None:
     refs: tuple[str, ...] = ()
     base = os.path.basename(path)
     if base.endswith(".safetensors"):
-        declared, error = _safetensors_declared(path, st.st_size)
+        if headers:
+            declared, error = _safetensors_declared(path, st.st_size)
     elif base.endswith((".pt", ".pth", ".bin", ".ckpt")):
         error = _zip_tail_error(path, st.st_size)
     elif base.endswith(".index.json"):
@@ -182,10 +183,11 @@ def _entry(root: str, rel: str) -> FileEntry | None:
     return FileEntry(rel or base, st.st_size, st.st_mtime_ns, declared, error, refs)
 
 
-def snapshot(path: str) -> tuple[FileEntry, ...]:
-    """Every file of one checkpoint (a folder, walked a few levels deep, or a single file)."""
+def snapshot(path: str, headers: bool = True) -> tuple[FileEntry, ...]:
+    """Every file of one checkpoint (a folder, walked a few levels deep, or a single file).
+    ``headers=False`` leaves safetensors headers unread (see :func:`checkpoint_problems`)."""
     if not os.path.isdir(path):
-        entry = _entry(path, "")
+        entry = _entry(path, "", headers)
         return (entry,) if entry else ()
     entries: list[FileEntry] = []
     base_depth = path.rstrip(os.sep).count(os.sep)
@@ -198,7 +200,7 @@ def snapshot(path: str) -> tuple[FileEntry, ...]:
             entries.append(FileEntry(rel, 0, 0, is_dir=True))
         for fname in sorted(filenames):
             rel = os.path.relpath(os.path.join(dirpath, fname), path)
-            entry = _entry(path, rel)
+            entry = _entry(path, rel, headers)
             if entry:
                 entries.append(entry)
             if len(entries) >= _MAX_FILES:
@@ -311,16 +313,23 @@ def tracker_problem(layout: str, step: int, trackers: dict[str, int]) -> str | N
     return None
 
 
-def checkpoint_problems(path: str) -> tuple[str, ...]:
+def checkpoint_problems(path: str, *, headers: bool = True) -> tuple[str, ...]:
     """Why the one checkpoint at ``path`` (a local file or folder) is incomplete: the rules
     :func:`discover_run` applies to each checkpoint of a run, so ``audit`` and ``trend`` agree
     on every folder (numbered shards all present, index names only present files, no partial
     files, headers that fit their files). A lone shard file ``-0000k-of-0000n`` (n > 1) is one
-    part of a checkpoint, never a whole one (the other shards are "missing" beside it)."""
+    part of a checkpoint, never a whole one (the other shards are "missing" beside it).
+
+    ``headers=False`` skips the one rule that parses every safetensors header (its declared size
+    against the file's): for a caller that opens the checkpoint with the safetensors reader
+    right after, which validates each header against its file as strictly and refuses a
+    truncated shard itself, so the headers are decoded once, not twice (half the JSON work of a
+    DeepSeek-V3-sized audit)."""
     name = os.path.basename(os.path.normpath(path))
     parsed = parse_name(name)
     layout = parsed[0] if parsed else "generic"
-    return assess(layout, snapshot(path), is_file=not os.path.isdir(path), require_weights=False)
+    return assess(layout, snapshot(path, headers), is_file=not os.path.isdir(path),
+                  require_weights=False)
 
 
 # --------------------------------------------------------------------------------- discovery

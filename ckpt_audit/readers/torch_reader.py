@@ -221,8 +221,8 @@ class TorchReader(CheckpointReader):
         obj = self._config_json()
         return obj if obj is not None else dict(self._config)
 
-    @property
-    def config_source(self) -> str:
+    @property  # computed here: config.json when present, else the pickle's own key
+    def config_source(self) -> str:  # type: ignore[override]
         self.tensors()
         if self._config_json() is not None:
             return "config.json"

@@ -106,6 +106,9 @@ class AcceptResult:
     world_size: int
     sequences: int
     positions: int
+    batch_size: int
+    max_logits_mb: float
+    positions_per_chunk: int
     temperatures: tuple[str, ...]
     final_gain_ratio: float
     chain: ChainFigures

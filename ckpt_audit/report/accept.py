@@ -67,6 +67,8 @@ def to_dict(r: AcceptResult) -> dict[str, Any]:
         "quantization": None if q is None else {"method": q.method,
                                                 "weight_block_size": list(q.block)},
         "world_size": r.world_size, "sequences": r.sequences, "positions": r.positions,
+        "batch_size": r.batch_size, "max_logits_mb": r.max_logits_mb,
+        "positions_per_chunk": r.positions_per_chunk,
         "temperatures": list(r.temperatures), "final_gain_ratio": r.final_gain_ratio,
         **_chain(r.chain), "notes": list(r.notes)}
     if r.what_if:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,19 @@ def test_tiny_budget_gives_the_same_figures(loaded: Any, fixture_ckpt: Path,
                                             probe_file: Path) -> None:
     kw: dict[str, Any] = dict(loaded=loaded, temperatures=(1.0, 0.5, 0.0), what_if_renorm=True,
                               max_docs=6)
-    # stories260K: vocab 512, batch 6, 3 temperatures -> 135 KiB a position; 0.3 MiB: 2 positions
+    # stories260K: vocab 512, 6 documents (one batch of 6), 3 temperatures -> 135 KiB a
+    # position; 0.3 MiB: 2 positions
     assert chunk_positions(0.3, 6, 512, 3) == 2
+    max_len = max(len(x["input_ids"]) for x in map(json.loads,
+                  probe_file.read_text().splitlines()[:6]))
     whole = _numbers(accept_run(str(fixture_ckpt), str(probe_file), **kw))
     tiny = _numbers(accept_run(str(fixture_ckpt), str(probe_file), max_logits_mb=0.3, **kw))
     assert whole.keys() == tiny.keys()
+    # the budget and the chunk actually used are reported; everything else is the same
+    assert (tiny.pop("/max_logits_mb"), tiny.pop("/positions_per_chunk")) == (0.3, 2)
+    assert whole.pop("/max_logits_mb") == 1024
+    assert whole.pop("/positions_per_chunk") == max_len - 1  # one chunk: every position
+    assert whole.pop("/batch_size") == tiny.pop("/batch_size") == 8
     assert any("sampled_acceptance/0.5" in k for k in whole)
     assert any(k.startswith("/what_if") for k in whole)
     for key, v in whole.items():

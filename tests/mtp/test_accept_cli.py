@@ -303,7 +303,8 @@ def test_typed_result_and_json_contract(fixture_ckpt: Path, probe_file: Path,
     doc = to_dict(res)
     assert list(doc) == ["schema", "checkpoint", "layout", "concat_order", "device", "dtype",
                          "stored_dtype", "quantization", "world_size", "sequences",
-                         "positions", "temperatures", "final_gain_ratio", "depths",
+                         "positions", "batch_size", "max_logits_mb", "positions_per_chunk",
+                         "temperatures", "final_gain_ratio", "depths",
                          "expected_tokens_per_step", "expected_tokens_per_step_sampled",
                          "notes", "what_if", "speculate"]
     assert list(doc["depths"][0]) == [

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -39,10 +40,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ckpt_audit.mtp.engine import accept_run, batches  # noqa: E402
+from ckpt_audit.mtp.engine import accept_run, batches, score_batch  # noqa: E402
 from ckpt_audit.mtp.loader import load  # noqa: E402
-from ckpt_audit.mtp.metrics import AcceptSums  # noqa: E402
-from ckpt_audit.mtp.modules import run_chain  # noqa: E402
+from ckpt_audit.mtp.metrics import AcceptSums, chunk_positions  # noqa: E402
 from tests.support import mtp_fixture as fixture  # noqa: E402
 
 
@@ -95,6 +95,58 @@ def interleaved(fns: list, repeat: int, sync) -> list[float]:  # type: ignore[ty
             sync()
             times[i].append(time.perf_counter() - t)
     return [float(np.median(t)) for t in times]
+
+
+def breakdown(m, bl, temps: list[float], max_logits_mb: float) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """The scoring pass in parts, each a function over every batch: the trunk forward (no
+    logits but the last position's), the MTP blocks, the head over the verifier's and every
+    depth's positions, and the statistics over those logits (precomputed; skipped when they
+    would exceed 4 GiB)."""
+    from ckpt_audit.mtp.modules import chain_hidden
+
+    with torch.inference_mode():
+        pre = [(ids, lengths, m.trunk(ids, last_logits_only=True)) for ids, lengths in bl]
+        hs = [chain_hidden(m.trunk, m.depths, out, ids) for ids, _, out in pre]
+        size = sum(ids.numel() for ids, _ in bl) * m.vocab_size * 4 * (1 + len(m.depths))
+        if size > 4 * 2**30:
+            return {}
+
+        def heads(ids, out, h):  # type: ignore[no-untyped-def]
+            L = ids.shape[1]
+            return (m.trunk.verifier_logits(out.hidden),
+                    [m.trunk.draft_logits(d, x[:, : L - k])
+                     for k, (d, x) in enumerate(zip(m.depths, h, strict=True), start=1)])
+
+        logits = [heads(ids, out, h) for (ids, _, out), h in zip(pre, hs, strict=True)]
+
+    def trunk() -> None:
+        with torch.inference_mode():
+            for ids, _ in bl:
+                m.trunk(ids, last_logits_only=True)
+
+    def blocks() -> None:
+        with torch.inference_mode():
+            for ids, _, out in pre:
+                chain_hidden(m.trunk, m.depths, out, ids)
+
+    def head() -> None:
+        with torch.inference_mode():
+            for (ids, _, out), h in zip(pre, hs, strict=True):
+                heads(ids, out, h)
+
+    def stats() -> None:
+        sums = AcceptSums(len(m.depths), temps, m.device)
+        with torch.inference_mode():
+            for (ids, lengths, _), (p, qs) in zip(pre, logits, strict=True):
+                chunk = chunk_positions(max_logits_mb, ids.shape[0], p.shape[-1], len(temps),
+                                        len(m.depths))
+                sums.add(p, qs, ids, lengths, chunk)
+        sums.figures()
+
+    return {"trunk forward (last position's logits only)": trunk,
+            f"MTP blocks ({len(m.depths)} depth(s), eh_proj + block)": blocks,
+            "head matmuls (final norms + head, verifier + drafts)": head,
+            "statistics (argmax, softmax, entropies, min-sums)": stats}
 
 
 def bench_speculate(m, seqs: list[list[int]], prompt: int, new: int, repeat: int,
@@ -199,10 +251,13 @@ def main() -> int:
     ap.add_argument("--length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--spec-prompts", type=int, default=4,
                     help="prompts for the --speculate timing (0: skip it)")
     ap.add_argument("--spec-new-tokens", type=int, default=96)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.rss_child:
         return rss_child(args)
     if args.model == "bigvocab":
@@ -222,27 +277,40 @@ def main() -> int:
                 for ids, _ in bl:
                     m.model(input_ids=ids, use_cache=False)
 
-        def scoring() -> None:
-            sums = AcceptSums(len(m.depths), [1.0], m.device)
+        temps = [1.0]
+
+        def scoring() -> None:  # exactly what accept_run does per batch
+            sums = AcceptSums(len(m.depths), temps, m.device)
             with torch.inference_mode():
                 for ids, lengths in bl:
-                    out = m.trunk(ids)
-                    sums.add(out.logits, run_chain(m.trunk, m.depths, out, ids), ids, lengths)
+                    score_batch(m, ids, lengths, sums, args.max_logits_mb)
             sums.figures()
 
-        t_plain, t_acc = interleaved([plain, scoring], args.repeat, sync)
+        parts = breakdown(m, bl, temps, args.max_logits_mb)
+        load0 = os.getloadavg()
+        times = interleaved([plain, scoring, *parts.values()], args.repeat, sync)
+        load1 = os.getloadavg()
+        t_plain, t_acc = times[:2]
         t0 = time.perf_counter()
         accept_run(str(ck), str(pf), device=args.device, dtype=args.dtype,
-                   batch_size=args.batch_size)
+                   batch_size=args.batch_size, max_logits_mb=args.max_logits_mb)
         t_e2e = time.perf_counter() - t0
     ntok = args.docs * args.length
     print(f"model {args.model}, device {m.device} {str(m.dtype).replace('torch.', '')}, "
           f"{args.docs} x {args.length} tokens, batch {args.batch_size}, "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}, load average {load0[0]:.2f} at the start, "
+          f"{load1[0]:.2f} at the end (1 min)")
+    print(f"medians of {args.repeat} interleaved runs")
     print(f"plain trunk forward : {t_plain:8.3f} s  ({ntok / t_plain:,.0f} tok/s)")
     print(f"accept scoring pass : {t_acc:8.3f} s  ({ntok / t_acc:,.0f} tok/s)  "
-          "(trunk + MTP chain + all per-depth statistics)")
+          "(trunk + MTP chain + heads + all per-depth statistics)")
     print(f"ratio               : {t_acc / t_plain:8.3f}  (budget 1.3)")
+    if parts:
+        print("where the scoring pass goes, each part timed alone (x plain trunk forward):")
+        for (name, _), t in zip(parts.items(), times[2:], strict=True):
+            print(f"  {name:42}: {t:8.3f} s  {t / t_plain:6.3f}x")
+        print(f"  {'sum of the parts':42}: {sum(times[2:]):8.3f} s  "
+              f"{sum(times[2:]) / t_plain:6.3f}x")
     print(f"accept_run end to end (load + probe + score): {t_e2e:.3f} s")
     if args.spec_prompts:
         bench_speculate(m, seqs[: args.spec_prompts], 8, args.spec_new_tokens,

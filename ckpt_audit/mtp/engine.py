@@ -13,7 +13,7 @@ N ranks report what one would (up to float64 summation order).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -136,18 +136,13 @@ def accept_run(ckpt: str, probe: str, *, temperatures: tuple[float, ...] = (1.0,
     mine = seqs[rank::world]
     scales = _scales(m, what_if_renorm, final_scale)
     sums = AcceptSums(len(m.depths), temps, m.device)
-    what_if = [AcceptSums(len(m.depths), temps, m.device) for _ in scales]
+    what_if = [AcceptSums(len(m.depths), temps, m.device, share=sums) for _ in scales]
     n_batches = (len(mine) + batch_size - 1) // batch_size
     show = progress and rank == 0 and n_batches > 1
     with torch.inference_mode(), _progress(show, n_batches, "accept") as tick:
         for ids, lengths in batches(mine, batch_size, m.device):
-            chunk = chunk_positions(max_logits_mb, ids.shape[0], _head_rows(m.trunk), len(temps))
-            out = m.trunk(ids, last_logits_only=True)
-            verifier = _verifier(m.trunk, out, ids)
-            drafts = _draft_sources(m, out, ids)
-            sums.add(verifier, drafts, ids, lengths, chunk)
-            for (_, c), acc in zip(scales, what_if, strict=True):
-                acc.add(_scaled(m.trunk, out.hidden, c), drafts, ids, lengths, chunk)
+            score_batch(m, ids, lengths, sums, max_logits_mb,
+                        [(c, acc) for (_, c), acc in zip(scales, what_if, strict=True)])
             tick()
     if reduce is not None:
         sums.tensor = reduce(sums.tensor)
@@ -167,7 +162,7 @@ def accept_run(ckpt: str, probe: str, *, temperatures: tuple[float, ...] = (1.0,
         batch_size=batch_size,
         max_logits_mb=float(max_logits_mb),
         positions_per_chunk=min(chunk_positions(max_logits_mb, min(batch_size, len(seqs)),
-                                                _head_rows(m.trunk), len(temps)),
+                                                _head_rows(m.trunk), len(temps), len(m.depths)),
                                 len(seqs[0]) - 1),
         temperatures=tuple(temp_key(t) for t in temps),
         final_gain_ratio=m.final_gain_ratio,
@@ -180,6 +175,20 @@ def accept_run(ckpt: str, probe: str, *, temperatures: tuple[float, ...] = (1.0,
         grad_balance=_grad_balance(m, mine, batch_size, mtp_lambda, reduce, show)
         if grad_balance else None,
     )
+
+
+def score_batch(m: Loaded, ids: torch.Tensor, lengths: torch.Tensor, sums: AcceptSums,
+                max_logits_mb: float, what_if: Sequence[tuple[float, AcceptSums]] = ()) -> None:
+    """One batch of the scoring pass (what ``benchmarks/bench_accept.py`` times): the trunk
+    once, the MTP chain, then every statistic chunk by chunk within ``max_logits_mb``; each
+    ``(c, acc)`` of ``what_if`` scores the same drafts against the final gain scaled by c."""
+    chunk = chunk_positions(max_logits_mb, ids.shape[0], _head_rows(m.trunk), len(sums.temps),
+                            len(m.depths))
+    out = m.trunk(ids, last_logits_only=True)
+    drafts = _draft_sources(m, out, ids)
+    sums.add(_verifier(m.trunk, out, ids), drafts, ids, lengths, chunk)
+    for c, acc in what_if:
+        acc.add(_scaled(m.trunk, out.hidden, c), drafts, ids, lengths, chunk)
 
 
 def _head_rows(trunk: Trunk) -> int:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ckpt_audit.mtp.metrics import AcceptSums, row_stats
+from ckpt_audit.mtp.metrics import AcceptSums, max_argmax, row_stats
 from ckpt_audit.mtp.results import temp_key
 
 
@@ -106,3 +106,34 @@ def test_batches_sum_exactly() -> None:
     two.add(p[:2], [q[:2]], ids[:2], lengths[:2])
     two.add(p[2:], [q[2:]], ids[2:], lengths[2:])
     torch.testing.assert_close(one.tensor, two.tensor)
+
+
+@pytest.mark.parametrize("v", [300, 4096, 5000, 129_280])
+def test_max_argmax_is_torch_max_exactly(v: int) -> None:
+    """The two-stage argmax of long rows: same values and first indices as torch, ties, a tail
+    past the last 128-element block, and NaN rows (NaN counts as the maximum) included."""
+    g = torch.Generator().manual_seed(v)
+    x = torch.randn(6, 5, v, generator=g).round()  # many ties at the maximum
+    x[0, 0, :] = 0.0  # all tied: index 0
+    x[0, 1, -1] = 100.0  # the maximum in the tail
+    x[0, 2, v // 2] = float("nan")
+    x[0, 3, -1] = float("nan")  # NaN in the tail only
+    x[0, 3, 3] = 100.0
+    x[0, 4, [5, v - 1]] = float("nan")  # two NaNs: the first
+    got_v, got_i = max_argmax(x)
+    want_v, want_i = x.max(-1)
+    assert torch.equal(got_i, want_i)
+    torch.testing.assert_close(got_v, want_v, equal_nan=True, rtol=0, atol=0)
+
+
+def test_row_stats_match_numpy_on_a_long_vocabulary() -> None:
+    rng = np.random.default_rng(1)
+    p, q = rng.normal(size=(7, 5000)) * 4, rng.normal(size=(7, 5000)) * 4
+    q[:, 17] += 12  # peaked drafts: a low entropy
+    agree, ent_p, ent_q, (beta,) = row_stats(torch.tensor(p), torch.tensor(q), [0.6])
+    np.testing.assert_array_equal(agree.numpy(), p.argmax(-1) == q.argmax(-1))
+    for logits, ent in ((p, ent_p), (q, ent_q)):
+        s = _np_softmax(logits)
+        np.testing.assert_allclose(ent.numpy(), -(s * np.log(s)).sum(-1), rtol=1e-5)
+    expect = np.minimum(_np_softmax(p / 0.6), _np_softmax(q / 0.6)).sum(-1)
+    np.testing.assert_allclose(beta.numpy(), expect, rtol=1e-5, atol=1e-7)

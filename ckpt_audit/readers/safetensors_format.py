@@ -8,11 +8,11 @@ the file size before it is trusted, so a hostile header can only produce a :clas
 
 from __future__ import annotations
 
-import math
 import operator
 import struct
+from array import array
 from collections.abc import KeysView
-from itertools import chain, repeat
+from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -179,12 +179,20 @@ def parse_strictly(raw: bytes, data_len: int, source: str) -> tuple[dict[str, An
     return obj, meta
 
 
+_DTYPE = operator.itemgetter("dtype")
+_SHAPE = operator.itemgetter("shape")
+_OFFSETS = operator.itemgetter("data_offsets")
+#: Numbers the bulk check trusts int64 with: a valid file's element count is at most 8 × its
+#: data length, so below these no product or size overflows.
+_MAX_DATA = 1 << 53
+_MAX_NUMEL = 1 << 56
+
+
 def _valid_in_bulk(obj: dict[str, Any], meta: Any, top: int, raw: bytes, data_len: int) -> bool:
     """Whether the plainly parsed header ``obj`` (``__metadata__`` popped into ``meta``; ``top``
-    keys before that) passes
-    every check of the strict path, decided with C-level passes over all entries at once
-    (``map``, ``set``, numpy) instead of a Python call per entry. ``False`` leaves the verdict,
-    and its wording, to the strict path.
+    keys before that) passes every check of the strict path, decided with C-level passes over
+    all entries at once (``map``, ``set``, ``array``, numpy) instead of a Python call per
+    entry. ``False`` leaves the verdict, and its wording, to the strict path.
 
     Repeated keys and the depth budget are proven, not scanned for: every entry has exactly the
     three keys and ``__metadata__`` only strings, so the document nests three deep at most, and
@@ -194,44 +202,54 @@ def _valid_in_bulk(obj: dict[str, Any], meta: Any, top: int, raw: bytes, data_le
     vals = list(obj.values())
     if not vals:
         return data_len == 0 and no_repeated_keys(raw, top + len(meta or ()))
+    if set(map(type, vals)) != {dict} or set(map(len, vals)) != {3} or data_len >= _MAX_DATA:
+        return False
     try:
-        if set(map(type, vals)) != {dict} or set(map(len, vals)) != {3}:
+        dtypes = list(map(_DTYPE, vals))
+        shapes = list(map(_SHAPE, vals))
+        offsets = list(map(_OFFSETS, vals))
+        if not set(dtypes) <= BITS.keys():  # so every dtype is also a str
             return False
-        dtypes = list(map(operator.itemgetter("dtype"), vals))
-        shapes = list(map(operator.itemgetter("shape"), vals))
-        offsets = list(map(operator.itemgetter("data_offsets"), vals))
-        # exact types: ``type(x) is int`` also rejects bools, as _entry does
-        if set(map(type, dtypes)) != {str} or not set(dtypes) <= BITS.keys():
-            return False
-        if set(map(type, shapes)) != {list} or set(map(type, offsets)) != {list}:
-            return False
-        dims = list(chain.from_iterable(shapes))
-        if dims and (set(map(type, dims)) != {int} or min(dims) < 0):
-            return False
-        if set(map(len, offsets)) != {2}:
-            return False
-        flat = list(chain.from_iterable(offsets))
-        if set(map(type, flat)) != {int}:
-            return False
-    except KeyError:
+    except (KeyError, TypeError):  # a key missing, an unhashable dtype
         return False
-    begins, ends = flat[0::2], flat[1::2]
-    if min(begins) < 0 or max(ends) > data_len:
+    if set(map(type, chain(shapes, offsets))) != {list} or set(map(len, offsets)) != {2}:
         return False
-    sizes = list(map(operator.sub, ends, begins))
-    if min(sizes) < 0:
+    dims_list = list(chain.from_iterable(shapes))
+    offs_list = list(chain.from_iterable(offsets))
+    # exact types: ``type(x) is int`` also rejects bools, as _entry does
+    if set(map(type, chain(dims_list, offs_list))) - {int}:
         return False
-    bits = list(map(operator.mul, map(math.prod, shapes), map(BITS.__getitem__, dtypes)))
-    if list(map(operator.mul, sizes, repeat(8))) != bits:  # bits % 8 == 0 and size == bits / 8
+    try:  # ``array`` refuses ints past int64
+        dims = np.frombuffer(array("q", dims_list), np.int64)
+        offs = np.frombuffer(array("q", offs_list), np.int64)
+    except OverflowError:
+        return False
+    begins, ends = offs[0::2], offs[1::2]
+    sizes = ends - begins
+    if (dims.size and dims.min() < 0) or begins.min() < 0 or ends.max() > data_len \
+            or sizes.min() < 0:
+        return False
+    # element counts: the product of each shape's dims (float64 first, to keep int64 exact)
+    ranks = np.fromiter(map(len, shapes), np.int64, len(shapes))
+    starts = np.cumsum(ranks) - ranks
+    ext = np.append(dims, 1)  # a start past the last dim (trailing rank-0 entries) stays valid
+    ranked = ranks > 0
+    if (np.multiply.reduceat(ext.astype(np.float64), starts)[ranked] > _MAX_NUMEL).any():
+        return False
+    numel = np.where(ranked, np.multiply.reduceat(ext, starts), 1)
+    bits = np.fromiter(map(BITS.__getitem__, dtypes), np.int64, len(dtypes))
+    if not np.array_equal(numel * bits, sizes * 8):  # bits % 8 == 0 and size == bits / 8
         return False
     # tiling: in (begin, end) order each entry starts where the one before ends, from 0 to the
-    # end of the data section (every offset is now within [0, data_len], so int64 holds it)
-    b, e = np.array(begins, dtype=np.int64), np.array(ends, dtype=np.int64)
-    order = np.lexsort((e, b))
-    b, e = b[order], e[order]
-    if not (b[0] == 0 and e[-1] == data_len and np.array_equal(b[1:], e[:-1])):
-        return False
-    return no_repeated_keys(raw, top + 3 * len(vals) + len(meta or ()))
+    # end of the data section. Writers list entries in offset order, where that order is the
+    # header's own; only a header listed otherwise is sorted.
+    if not (begins[0] == 0 and np.array_equal(begins[1:], ends[:-1])):
+        order = np.lexsort((ends, begins))
+        begins, ends = begins[order], ends[order]
+        if not (begins[0] == 0 and np.array_equal(begins[1:], ends[:-1])):
+            return False
+    return bool(ends[-1] == data_len) and no_repeated_keys(raw, top + 3 * len(vals)
+                                                            + len(meta or ()))
 
 
 def _entry(name: str, entry: Any, data_len: int, source: str) -> TensorEntry:

@@ -103,14 +103,16 @@ class SafetensorsReader(CheckpointReader):
 
     def tensors(self) -> Mapping[str, TensorInfo]:
         if self._infos is None:
-            where = self._where_by_index() or self._where_by_headers()
-            index_map = getattr(self, "_index_map", None)
-            if index_map is not None and index_map.keys() - where.keys():
-                name = next(iter(sorted(index_map.keys() - where.keys())))
-                raise FormatError(
-                    f"index maps {name!r} to {index_map[name]!r}, which does not hold it",
-                    self._files[index_map[name]].display,
-                )
+            where = self._where_by_index()
+            if where is None:  # the headers and the index disagree, or there is no index
+                where = self._where_by_headers()
+                index_map = getattr(self, "_index_map", None)
+                if index_map is not None and index_map.keys() - where.keys():
+                    name = next(iter(sorted(index_map.keys() - where.keys())))
+                    raise FormatError(
+                        f"index maps {name!r} to {index_map[name]!r}, which does not hold it",
+                        self._files[index_map[name]].display,
+                    )
             self._shard_of = where
             self._infos = _LazyInfos(self, where)
         return self._infos

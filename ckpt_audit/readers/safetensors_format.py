@@ -37,6 +37,18 @@ class TensorEntry(NamedTuple):
     end: int
 
 
+class _Columns(NamedTuple):
+    """A bulk-checked header's entries as columns, row ``i`` for the ``i``-th name: the header's
+    ~570 small dicts per shard are dropped as soon as they are checked."""
+
+    dtypes: list[str]
+    dims: np.ndarray  # every shape, concatenated
+    starts: np.ndarray  # where each shape starts in ``dims``
+    ranks: np.ndarray
+    begins: np.ndarray  # relative to the data section
+    ends: np.ndarray
+
+
 class SafetensorsHeader:
     """A parsed header: entries by name, the optional ``__metadata__`` and the data start.
 
@@ -48,10 +60,12 @@ class SafetensorsHeader:
     is first looked up (an audit looks up a few hundred of 92k).
     """
 
-    def __init__(self, raw: dict[str, Any], metadata: dict[str, str],
-                 data_start: int, data_len: int, source: str) -> None:
-        self._raw = raw  # validated entries, offsets relative to the data section
-        self._entries: dict[str, TensorEntry] = {}
+    def __init__(self, lookup: dict[str, Any], columns: _Columns | None,
+                 metadata: dict[str, str], data_start: int, data_len: int, source: str) -> None:
+        # name -> its row in ``columns`` (bulk-checked header), or its TensorEntry (strict path,
+        # and once looked up)
+        self._lookup = lookup
+        self._columns = columns
         self.metadata = metadata
         self.data_start = data_start
         self.data_len = data_len
@@ -60,31 +74,32 @@ class SafetensorsHeader:
     @property
     def names(self) -> list[str]:
         """Tensor names in header order."""
-        return list(self._raw)
+        return list(self._lookup)
 
     @property
     def raw_names(self) -> KeysView[str]:
         """Tensor names in header order, without a copy."""
-        return self._raw.keys()
+        return self._lookup.keys()
 
     def __contains__(self, name: object) -> bool:
-        return name in self._raw
+        return name in self._lookup
 
     def entry(self, name: str) -> TensorEntry:
         """The validated entry of ``name``, with absolute offsets."""
-        e = self._entries.get(name)
-        if e is None:
-            meta = self._raw[name]
-            begin, end = meta["data_offsets"]
-            e = TensorEntry(meta["dtype"], tuple(meta["shape"]),
-                            self.data_start + begin, self.data_start + end)
-            self._entries[name] = e
-        return e
+        e = self._lookup[name]
+        if type(e) is int:
+            c = self._columns
+            assert c is not None
+            at, rank = int(c.starts[e]), int(c.ranks[e])
+            e = TensorEntry(c.dtypes[e], tuple(c.dims[at:at + rank].tolist()),
+                            self.data_start + int(c.begins[e]), self.data_start + int(c.ends[e]))
+            self._lookup[name] = e
+        return e  # type: ignore[no-any-return]
 
     @property
     def tensors(self) -> dict[str, TensorEntry]:
         """Every entry."""
-        return {name: self.entry(name) for name in self._raw}
+        return {name: self.entry(name) for name in self._lookup}
 
 
 def prefix_length(prefix: bytes, source: str) -> int:
@@ -160,9 +175,16 @@ def parse_header(raw: bytes, file_size: int, source: str) -> SafetensorsHeader:
     if type(obj) is dict:
         top = len(obj)
         meta = obj.pop("__metadata__", None)
-    if type(obj) is not dict or not _valid_in_bulk(obj, meta, top, raw, data_len):
+    columns = _valid_in_bulk(obj, meta, top, raw, data_len) if type(obj) is dict else None
+    if columns is not None:
+        lookup: dict[str, Any] = dict(zip(obj, range(len(obj)), strict=True))
+    else:
         obj, meta = parse_strictly(raw, data_len, source)
-    return SafetensorsHeader(obj, dict(meta or {}), data_start, data_len, source)
+        lookup = {name: TensorEntry(e["dtype"], tuple(e["shape"]),
+                                    data_start + e["data_offsets"][0],
+                                    data_start + e["data_offsets"][1])
+                  for name, e in obj.items()}
+    return SafetensorsHeader(lookup, columns, dict(meta or {}), data_start, data_len, source)
 
 
 def parse_strictly(raw: bytes, data_len: int, source: str) -> tuple[dict[str, Any], Any]:
@@ -188,68 +210,73 @@ _MAX_DATA = 1 << 53
 _MAX_NUMEL = 1 << 56
 
 
-def _valid_in_bulk(obj: dict[str, Any], meta: Any, top: int, raw: bytes, data_len: int) -> bool:
-    """Whether the plainly parsed header ``obj`` (``__metadata__`` popped into ``meta``; ``top``
-    keys before that) passes every check of the strict path, decided with C-level passes over
-    all entries at once (``map``, ``set``, ``array``, numpy) instead of a Python call per
-    entry. ``False`` leaves the verdict, and its wording, to the strict path.
+def _valid_in_bulk(obj: dict[str, Any], meta: Any, top: int, raw: bytes,
+                   data_len: int) -> _Columns | None:
+    """The entries of the plainly parsed header ``obj`` (``__metadata__`` popped into ``meta``;
+    ``top`` keys before that) as columns, when they pass every check of the strict path, decided
+    with C-level passes over all entries at once (``map``, ``set``, ``array``, numpy) instead of
+    a Python call per entry. ``None`` leaves the verdict, and its wording, to the strict path.
 
     Repeated keys and the depth budget are proven, not scanned for: every entry has exactly the
     three keys and ``__metadata__`` only strings, so the document nests three deep at most, and
     if the colons outside strings (one per key) equal the keys the parse kept, no key repeated."""
     if meta is not None and not (type(meta) is dict and set(map(type, meta.values())) <= {str}):
-        return False
+        return None
     vals = list(obj.values())
     if not vals:
-        return data_len == 0 and no_repeated_keys(raw, top + len(meta or ()))
+        empty = np.zeros(0, np.int64)
+        ok = data_len == 0 and no_repeated_keys(raw, top + len(meta or ()))
+        return _Columns([], empty, empty, empty, empty, empty) if ok else None
     if set(map(type, vals)) != {dict} or set(map(len, vals)) != {3} or data_len >= _MAX_DATA:
-        return False
+        return None
     try:
         dtypes = list(map(_DTYPE, vals))
         shapes = list(map(_SHAPE, vals))
         offsets = list(map(_OFFSETS, vals))
         if not set(dtypes) <= BITS.keys():  # so every dtype is also a str
-            return False
+            return None
     except (KeyError, TypeError):  # a key missing, an unhashable dtype
-        return False
+        return None
     if set(map(type, chain(shapes, offsets))) != {list} or set(map(len, offsets)) != {2}:
-        return False
+        return None
     dims_list = list(chain.from_iterable(shapes))
     offs_list = list(chain.from_iterable(offsets))
     # exact types: ``type(x) is int`` also rejects bools, as _entry does
     if set(map(type, chain(dims_list, offs_list))) - {int}:
-        return False
+        return None
     try:  # ``array`` refuses ints past int64
         dims = np.frombuffer(array("q", dims_list), np.int64)
         offs = np.frombuffer(array("q", offs_list), np.int64)
     except OverflowError:
-        return False
+        return None
     begins, ends = offs[0::2], offs[1::2]
     sizes = ends - begins
     if (dims.size and dims.min() < 0) or begins.min() < 0 or ends.max() > data_len \
             or sizes.min() < 0:
-        return False
+        return None
     # element counts: the product of each shape's dims (float64 first, to keep int64 exact)
     ranks = np.fromiter(map(len, shapes), np.int64, len(shapes))
     starts = np.cumsum(ranks) - ranks
     ext = np.append(dims, 1)  # a start past the last dim (trailing rank-0 entries) stays valid
     ranked = ranks > 0
     if (np.multiply.reduceat(ext.astype(np.float64), starts)[ranked] > _MAX_NUMEL).any():
-        return False
+        return None
     numel = np.where(ranked, np.multiply.reduceat(ext, starts), 1)
     bits = np.fromiter(map(BITS.__getitem__, dtypes), np.int64, len(dtypes))
     if not np.array_equal(numel * bits, sizes * 8):  # bits % 8 == 0 and size == bits / 8
-        return False
+        return None
     # tiling: in (begin, end) order each entry starts where the one before ends, from 0 to the
     # end of the data section. Writers list entries in offset order, where that order is the
     # header's own; only a header listed otherwise is sorted.
-    if not (begins[0] == 0 and np.array_equal(begins[1:], ends[:-1])):
-        order = np.lexsort((ends, begins))
-        begins, ends = begins[order], ends[order]
-        if not (begins[0] == 0 and np.array_equal(begins[1:], ends[:-1])):
-            return False
-    return bool(ends[-1] == data_len) and no_repeated_keys(raw, top + 3 * len(vals)
-                                                            + len(meta or ()))
+    b, e = begins, ends
+    if not (b[0] == 0 and np.array_equal(b[1:], e[:-1])):
+        order = np.lexsort((e, b))
+        b, e = b[order], e[order]
+        if not (b[0] == 0 and np.array_equal(b[1:], e[:-1])):
+            return None
+    if e[-1] != data_len or not no_repeated_keys(raw, top + 3 * len(vals) + len(meta or ())):
+        return None
+    return _Columns(dtypes, dims, starts, ranks, begins, ends)
 
 
 def _entry(name: str, entry: Any, data_len: int, source: str) -> TensorEntry:

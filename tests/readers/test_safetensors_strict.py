@@ -137,7 +137,8 @@ def bulk(blob: bytes) -> bool:
         return False
     top = len(obj)
     meta = obj.pop("__metadata__", None)
-    return safetensors_format._valid_in_bulk(obj, meta, top, raw, len(blob) - 8 - len(raw))
+    return safetensors_format._valid_in_bulk(obj, meta, top, raw,
+                                             len(blob) - 8 - len(raw)) is not None
 
 
 @settings(max_examples=400 * SCALE, deadline=None,

@@ -172,12 +172,14 @@ def parse_header(raw: bytes, file_size: int, source: str) -> SafetensorsHeader:
     data_len = file_size - data_start
     _utf8(raw, source)
     obj = loads_json_plain(raw)
-    if type(obj) is dict:
+    columns = None
+    if isinstance(obj, dict):
         top = len(obj)
         meta = obj.pop("__metadata__", None)
-    columns = _valid_in_bulk(obj, meta, top, raw, data_len) if type(obj) is dict else None
-    if columns is not None:
-        lookup: dict[str, Any] = dict(zip(obj, range(len(obj)), strict=True))
+        columns = _valid_in_bulk(obj, meta, top, raw, data_len)
+    lookup: dict[str, Any]
+    if columns is not None and isinstance(obj, dict):
+        lookup = dict(zip(obj, range(len(obj)), strict=True))
     else:
         obj, meta = parse_strictly(raw, data_len, source)
         lookup = {name: TensorEntry(e["dtype"], tuple(e["shape"]),

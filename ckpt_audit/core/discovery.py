@@ -288,7 +288,9 @@ def _normish(names: list[str], joined: str) -> list[str]:
     line's length there)."""
     if not joined.isascii():
         return [n for n in names if any(k in n.lower() for k in _NORMISH)]
-    return _lines_with(joined, _NORMISH, joined.lower())
+    found = _lines_with(joined, _NORMISH, joined.lower())
+    odd = [n for n in _multiline(names, joined) if any(k in n.lower() for k in _NORMISH)]
+    return sorted(found + odd) if odd else found
 
 
 def _lines_with(joined: str, needles: tuple[str, ...], haystack: str | None = None) -> list[str]:
@@ -301,8 +303,7 @@ def _lines_with(joined: str, needles: tuple[str, ...], haystack: str | None = No
         i = hay.find(needle)
         while i >= 0:
             start = hay.rfind("\n", 0, i) + 1
-            end = hay.find("\n", i + len(needle) - 1) if needle.endswith("\n") else \
-                hay.find("\n", i)
+            end = hay.find("\n", i + len(needle) - 1)  # the needle's own line ends there
             end = len(hay) if end < 0 else end
             spans[start] = end
             i = hay.find(needle, end)
@@ -311,8 +312,17 @@ def _lines_with(joined: str, needles: tuple[str, ...], haystack: str | None = No
 
 def _joined(names: list[str]) -> str:
     """All names, one per line (and a last newline): lets one C-speed ``find`` scan 10^5 names
-    (see :func:`_lines_with`)."""
-    return "\n".join(names) + "\n"
+    (see :func:`_lines_with`). A name holding a newline (never a module path, but a safetensors
+    key may be any string) is left out, so that every line is a whole name."""
+    joined = "\n".join(names) + "\n"
+    if joined.count("\n") == len(names):
+        return joined
+    return "".join(n + "\n" for n in names if "\n" not in n)
+
+
+def _multiline(names: list[str], joined: str) -> list[str]:
+    """The names :func:`_joined` left out of ``joined``."""
+    return [] if joined.count("\n") == len(names) else [n for n in names if "\n" in n]
 
 
 def _has_prefix(sorted_names: list[str], prefixes: list[str]) -> bool:

@@ -189,12 +189,10 @@ def colons_outside_strings(raw: bytes) -> int:
     return json_scan(raw, 0)[1]
 
 
-def _within_depth(raw: bytes, source: str, what: str) -> int:
-    """Refuse ``raw`` nested deeper than the budget; return its colons outside strings."""
-    depth, colons = json_scan(raw, JSON_MAX_DEPTH)
-    if depth > JSON_MAX_DEPTH:
+def _within_depth(raw: bytes, source: str, what: str) -> None:
+    """Refuse ``raw`` nested deeper than the budget."""
+    if json_scan(raw, JSON_MAX_DEPTH)[0] > JSON_MAX_DEPTH:
         raise FormatError(f"{what} nested deeper than the {JSON_MAX_DEPTH}-level budget", source)
-    return colons
 
 
 def _strict_loads(raw: bytes, source: str, what: str) -> Any:

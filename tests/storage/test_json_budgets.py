@@ -93,3 +93,28 @@ def test_colons_inside_strings_do_not_cost_a_valid_document_anything() -> None:
 def test_the_budgets_hold_on_flat_documents_too(raw: bytes) -> None:
     with pytest.raises(FormatError, match="budget|levels"):
         loads_json(raw, "x")
+
+
+def _depth(v: Any) -> int:
+    if type(v) is dict:
+        return 1 + max(map(_depth, v.values()), default=0)
+    if type(v) is list:
+        return 1 + max(map(_depth, v), default=0)
+    return 0
+
+
+def _colons(v: Any) -> int:
+    if type(v) is dict:
+        return len(v) + sum(map(_colons, v.values()))
+    if type(v) is list:
+        return sum(map(_colons, v))
+    return 0
+
+
+@settings(max_examples=300 * SCALE, deadline=None)
+@given(documents)
+def test_the_scan_counts_depth_and_colons_exactly_whatever_the_strings_hold(doc: Any) -> None:
+    """Brackets, quotes, colons and backslashes inside strings never count: the scan's depth
+    and colon count equal a walk of the parsed document's."""
+    raw = json.dumps(doc, ensure_ascii=False).encode()
+    assert base.json_scan(raw, JSON_MAX_DEPTH) == (_depth(doc), _colons(doc)), raw[:200]

@@ -206,10 +206,12 @@ def parse_strictly(raw: bytes, data_len: int, source: str) -> tuple[dict[str, An
 _DTYPE = operator.itemgetter("dtype")
 _SHAPE = operator.itemgetter("shape")
 _OFFSETS = operator.itemgetter("data_offsets")
-#: Numbers the bulk check trusts int64 with: a valid file's element count is at most 8 × its
-#: data length, so below these no product or size overflows.
+#: Numbers the bulk check trusts int64 with. A valid entry's element count is at most 2 × the
+#: data length (4 bits the narrowest dtype), so below 2**53 bytes it is under 2**54; products
+#: are bounded in float64 first (at 2**55, room for its rounding), so numel × bits (64 at most)
+#: and size × 8 stay below 2**62.
 _MAX_DATA = 1 << 53
-_MAX_NUMEL = 1 << 56
+_MAX_NUMEL = 1 << 55
 
 
 def _valid_in_bulk(obj: dict[str, Any], meta: Any, top: int, raw: bytes,

@@ -37,7 +37,7 @@ def shard_locations(folder: Location, index: Location,
     shard outside the folder (absolute, ``..``, a symlink out: see ``Location.child``) or
     missing. A checkpoint is a closed world."""
     if wm is None:
-        wm = weight_map(index.read_json(), index.display)
+        wm = weight_map(index.read_json(shared=True), index.display)
     shards: dict[str, Location] = {}
     for shard in sorted(set(wm.values())):
         try:

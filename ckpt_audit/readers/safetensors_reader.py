@@ -80,7 +80,7 @@ class SafetensorsReader(CheckpointReader):
         return {n: loc.child(n) for n in names}
 
     def _from_index(self, folder: Location, index: Location) -> dict[str, Location]:
-        self._index_map: dict[str, str] = weight_map(index.read_json(), index.display)
+        self._index_map: dict[str, str] = weight_map(index.read_json(shared=True), index.display)
         return shard_locations(folder, index, self._index_map)
 
     # -- headers ------------------------------------------------------------------------------
@@ -103,26 +103,49 @@ class SafetensorsReader(CheckpointReader):
 
     def tensors(self) -> Mapping[str, TensorInfo]:
         if self._infos is None:
-            where: dict[str, str] = {}
-            for shard in self._files:
-                names = self._header(shard).raw_names
-                before = len(where)
-                where.update(dict.fromkeys(names, shard))
-                if len(where) != before + len(names):
-                    dup = next(n for n in names if where[n] != shard)
-                    raise FormatError(f"tensor {dup!r} appears in two files "
-                                      f"({self._files[where[dup]].display})",
-                                      self._files[shard].display)
-            index_map = getattr(self, "_index_map", None)
-            if index_map is not None and index_map.keys() - where.keys():
-                name = next(iter(sorted(index_map.keys() - where.keys())))
-                raise FormatError(
-                    f"index maps {name!r} to {index_map[name]!r}, which does not hold it",
-                    self._files[index_map[name]].display,
-                )
+            where = self._where_by_index()
+            if where is None:  # the headers and the index disagree, or there is no index
+                where = self._where_by_headers()
+                index_map = getattr(self, "_index_map", None)
+                if index_map is not None and index_map.keys() - where.keys():
+                    name = next(iter(sorted(index_map.keys() - where.keys())))
+                    raise FormatError(
+                        f"index maps {name!r} to {index_map[name]!r}, which does not hold it",
+                        self._files[index_map[name]].display,
+                    )
             self._shard_of = where
             self._infos = _LazyInfos(self, where)
         return self._infos
+
+    def _where_by_headers(self) -> dict[str, str]:
+        """Name → shard from the headers; a name in two files is refused."""
+        where: dict[str, str] = {}
+        for shard in self._files:
+            names = self._header(shard).raw_names
+            before = len(where)
+            where.update(dict.fromkeys(names, shard))
+            if len(where) != before + len(names):
+                dup = next(n for n in names if where[n] != shard)
+                raise FormatError(f"tensor {dup!r} appears in two files "
+                                  f"({self._files[where[dup]].display})",
+                                  self._files[shard].display)
+        return where
+
+    def _where_by_index(self) -> dict[str, str] | None:
+        """The index's own name → shard map, when every shard's header holds exactly the names
+        the index gives it: each header name maps to its own shard, and the headers hold as many
+        names as the index (so no name is missing or in two files). ``None`` otherwise, and
+        :meth:`tensors` builds the map from the headers and names the disagreement."""
+        index_map = getattr(self, "_index_map", None)
+        if index_map is None:
+            return None
+        held = 0
+        for shard in self._files:
+            names = self._header(shard).raw_names
+            if names and set(map(index_map.get, names)) != {shard}:
+                return None
+            held += len(names)
+        return index_map if held == len(index_map) else None
 
     def _entry(self, name: str) -> tuple[str, TensorEntry]:
         shard = self._shard_of[name]

@@ -12,6 +12,7 @@ import io
 import math
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -100,7 +101,8 @@ class TorchArchive:
             raise FormatError(f"record {name!r} is implausibly large", self.src.name)
         try:
             return self._zip.read(info)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error,
+                NotImplementedError, RuntimeError) as exc:  # an unknown or encrypted method too
             raise FormatError(f"cannot read record {name!r} ({exc})", self.src.name) from None
 
     def _data_offset(self, record: str) -> tuple[int, zipfile.ZipInfo]:

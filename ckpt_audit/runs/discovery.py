@@ -33,8 +33,7 @@ from dataclasses import dataclass
 from ckpt_audit.errors import CkptAuditError, DetectionError
 from ckpt_audit.readers.hf_index import shard_names
 from ckpt_audit.readers.safetensors_format import declared_size, prefix_length
-from ckpt_audit.storage.base import loads_json
-from ckpt_audit.storage.local import open_regular, read_local
+from ckpt_audit.storage.local import open_regular, read_json_local, read_local
 
 #: (layout, compiled pattern on the child's name); the first match wins.
 NAME_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -158,7 +157,7 @@ def _zip_tail_error(path: str, size: int) -> str | None:
 
 def _index_refs(path: str) -> tuple[tuple[str, ...], str | None]:
     try:
-        data = loads_json(read_local(path, 64 * 1024 * 1024), path, "index")
+        data, _ = read_json_local(path, what="index", shared=True)
         return tuple(shard_names(data, path)), None
     except CkptAuditError as exc:
         return (), f"unreadable index ({_why(exc)})"

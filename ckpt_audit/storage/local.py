@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Any
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.storage.base import ByteCounter, ByteSource, Location, inside_name
+from ckpt_audit.storage.base import ByteCounter, ByteSource, Location, inside_name, loads_json
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
@@ -47,18 +48,55 @@ def read_local(path: str, limit: int, display: str | None = None) -> bytes:
     """The first ``limit`` bytes of a regular file (all of a small one)."""
     fd = open_regular(path, display)
     try:
-        chunks, left = [], limit
+        return _read_all(fd, limit, display or path)
+    finally:
+        os.close(fd)
+
+
+#: The last JSON document read with ``shared=True``, by the identity of its file: a shard index
+#: is read by the completeness check and again by the reader (9 MB, 92k entries for DeepSeek-V3).
+_SHARED: dict[tuple[int, ...], Any] = {}
+JSON_LIMIT = 64 * 1024 * 1024
+
+
+def read_json_local(path: str, display: str | None = None, what: str = "JSON",
+                    shared: bool = False) -> tuple[Any, int]:
+    """A local JSON file parsed within the budgets (:func:`loads_json`), and its size; refused
+    over :data:`JSON_LIMIT` bytes. With ``shared=True`` an unchanged file (same device, inode,
+    size, mtime and ctime, taken from the descriptor opened here) parsed by an earlier shared
+    call is not parsed again: the caller must treat the document as read-only."""
+    shown = display or path
+    fd = open_regular(path, shown)
+    try:
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if shared and key in _SHARED:
+            return _SHARED[key], st.st_size
+        if st.st_size > JSON_LIMIT:
+            raise FormatError(f"file is {st.st_size} bytes, over the {JSON_LIMIT} expected",
+                              shown)
+        data = _read_all(fd, st.st_size, shown)
+    finally:
+        os.close(fd)
+    obj = loads_json(data, shown, what)
+    if shared:
+        _SHARED.clear()
+        _SHARED[key] = obj
+    return obj, len(data)
+
+
+def _read_all(fd: int, size: int, shown: str) -> bytes:
+    chunks, left = [], size
+    try:
         while left > 0:
             chunk = os.read(fd, min(left, 1 << 20))
             if not chunk:
                 break
             chunks.append(chunk)
             left -= len(chunk)
-        return b"".join(chunks)
     except OSError as exc:
-        raise FormatError(f"cannot read ({exc.strerror})", display or path) from None
-    finally:
-        os.close(fd)
+        raise FormatError(f"cannot read ({exc.strerror})", shown) from None
+    return b"".join(chunks)
 
 
 def within(path: str, folder: str) -> bool:
@@ -153,6 +191,11 @@ class LocalLocation(Location):
 
     def open(self) -> LocalSource:
         return LocalSource(self.path, self._counter, self.display)
+
+    def read_json(self, shared: bool = False) -> Any:
+        obj, size = read_json_local(self.path, self.display, shared=shared)
+        self._counter.add(size)  # read by this process, if by an earlier shared call
+        return obj
 
     @property
     def name(self) -> str:

@@ -39,7 +39,7 @@ def test_help_on_every_option_and_choices_listed():
         for param in cmd.params:
             if param.param_type_name == "option":
                 assert (param.help or "").strip(), f"{name} {param.opts} has no help"
-    choices = {p.name: list(getattr(getattr(p, "type_descriptor", None), "choices", None) or [])
+    choices = {p.name: list(getattr(p.type, "choices", None) or [])
                for p in group.commands["trend"].params}
     assert {"table", "json", "markdown", "junit", "html"} <= {str(getattr(c, "value", c))
                                                            for c in choices["fmt"]}

@@ -119,3 +119,28 @@ def test_trend_reference_first_and_diff(tmp_path: Path, s) -> None:
     code, doc = _json("diff", str(run / "checkpoint-0"), str(run / "checkpoint-200"),
                       "--reference", str(run / "checkpoint-0"))
     assert doc["reference"]["kind"] == "checkpoint"
+
+
+def test_compare_reference_base_ratios_and_divergence(tmp_path: Path, s) -> None:
+    """``compare --reference BASE``: both runs' ratios are to BASE's same-named gains (run b's
+    final gain is base × 0.5 in float32, so exactly 0.5), and the divergence is found there."""
+    for run, drift in (("a", 1.0), ("b", 0.5)):
+        for step, scale in {0: 1.0, 100: drift}.items():
+            ck = tmp_path / run / f"checkpoint-{step}"
+            ck.mkdir(parents=True)
+            save_file(_hf(s, final_scale=scale), str(ck / "model.safetensors"))
+            (ck / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    base = tmp_path / "a" / "checkpoint-0"
+    code, doc = _json("compare", str(tmp_path / "a"), str(tmp_path / "b"),
+                      "--reference", str(base))
+    assert doc["gain_reference"] == {"kind": "checkpoint", "path": str(base)}
+    assert [r["step"] for r in doc["rows"]] == [0, 100]
+    assert doc["rows"][0]["final_ratio"] == [1.0, 1.0]
+    assert doc["rows"][1]["final_ratio"] == [1.0, pytest.approx(0.5, rel=1e-12)]
+    (first,) = doc["first_divergence"]
+    assert (first["step"], first["name"]) == (100, "model.norm.weight")
+    assert first["difference"] == pytest.approx(-0.5, rel=1e-12)
+    assert code == 1 and doc["verdict"] == "fail"
+    code, doc = _json("compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert doc["gain_reference"] == {"kind": "init"}
+    assert doc["rows"][1]["final_ratio"][1] == pytest.approx(0.5 * rms(s.final), rel=1e-6)

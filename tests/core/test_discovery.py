@@ -224,3 +224,20 @@ def test_module_list_layer_and_last_output_norm() -> None:
     assert roles["blocks.1.norms.0.weight"] == ("layer", 1)
     assert roles["head.decoder_norms.1.weight"] == ("final", None)
     assert roles["head.decoder_norms.0.weight"] == ("other", None)
+
+
+def test_names_holding_newlines_are_judged_whole(tmp_path: Path) -> None:
+    """Discovery scans all names joined by newlines; a key holding a newline (any string is a
+    valid safetensors key) must neither vanish nor make a fake line that looks like a norm or
+    an MTP layer."""
+    save_file({"model.norm.weight": torch.full((8,), 0.9),
+               "x\nmodel.layers.7.enorm.weight": torch.ones(8),
+               "y\nmodel.layers.8.hnorm.weight.bias": torch.ones(8),
+               "model.layers.0.input_layernorm.weight": torch.ones(8)},
+              str(tmp_path / "model.safetensors"))
+    rep = audit_checkpoint(str(tmp_path))
+    names = {r.name for r in rep.norms}
+    assert "x\nmodel.layers.7.enorm.weight" in names
+    assert not any(n.startswith("model.layers.7") or n.startswith("model.layers.8") for n in names)
+    assert rep.final is not None and rep.final.name == "model.norm.weight"
+    assert rep.extra.get("mtp_layout") is None and "mtp" not in {r.role.value for r in rep.norms}

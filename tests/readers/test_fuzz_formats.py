@@ -114,3 +114,25 @@ def test_gguf_tensors_that_share_bytes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(CkptAuditError, match="overlaps"):
         with open_checkpoint(str(tmp_path / "alias.gguf")) as r:
             r.tensors()
+
+
+@pytest.mark.parametrize("method", [1, 12, 99], ids=["shrink", "bzip2-header-only", "unknown"])
+def test_a_record_in_an_unreadable_compression_method_is_an_error(tmp_path: Path,
+                                                                   method: int) -> None:
+    """Found by the fuzz run above: zipfile raises NotImplementedError (or fails in the codec)
+    for a method it cannot read, which must be a FormatError naming the file, not a crash."""
+    import zipfile
+
+    blob = bytearray(_torch(tmp_path / "orig.pt"))
+    with zipfile.ZipFile(tmp_path / "orig.pt") as zf:
+        pkl = next(i for i in zf.infolist() if i.filename.endswith("data.pkl"))
+    central = blob.index(b"PK\x01\x02" + bytes(blob[pkl.header_offset + 4:pkl.header_offset + 6]))
+    while not blob[central + 46:].startswith(pkl.filename.encode()):  # the record's own entry
+        central = blob.index(b"PK\x01\x02", central + 4)
+    struct.pack_into("<H", blob, central + 10, method)  # central directory: compression method
+    struct.pack_into("<H", blob, pkl.header_offset + 8, method)  # local header: the same
+    target = tmp_path / "odd.pt"
+    target.write_bytes(bytes(blob))
+    with pytest.raises(CkptAuditError) as exc, open_checkpoint(str(target)) as r:
+        r.read_many(list(r.tensors()))
+    assert str(target) in str(exc.value)

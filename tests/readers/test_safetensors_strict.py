@@ -15,12 +15,15 @@ import struct
 import time
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import deserialize
 
 from ckpt_audit.errors import FormatError
+from ckpt_audit.readers import safetensors_format
 from ckpt_audit.readers.safetensors_format import header_length, parse_header
+from ckpt_audit.storage.base import loads_json_plain
 
 SCALE = int(os.environ.get("CKPT_AUDIT_FUZZ", "1"))
 BITS = {"F64": 64, "F32": 32, "F16": 16, "BF16": 16, "I64": 64, "I32": 32, "U8": 8, "BOOL": 8,
@@ -112,6 +115,49 @@ def test_verdict_agrees_with_the_reference_library(specs: dict, mut: str, pick: 
     assert verdict == reference(blob), (mut, blob[:300])
 
 
+def strict_only(blob: bytes) -> bool:
+    """The verdict of the strict, entry-by-entry path alone."""
+    try:
+        n = header_length(blob[:8], len(blob), "x")
+        safetensors_format.parse_strictly(blob[8 : 8 + n], len(blob) - 8 - n, "x")
+    except FormatError:
+        return False
+    return True
+
+
+def bulk(blob: bytes) -> bool:
+    """Whether the bulk check alone would accept the header of ``blob``."""
+    try:
+        n = header_length(blob[:8], len(blob), "x")  # checked before either path runs
+    except FormatError:
+        return False
+    raw = blob[8 : 8 + n]
+    obj = loads_json_plain(raw)
+    if type(obj) is not dict:
+        return False
+    top = len(obj)
+    meta = obj.pop("__metadata__", None)
+    return safetensors_format._valid_in_bulk(obj, meta, top, raw,
+                                             len(blob) - 8 - len(raw)) is not None
+
+
+@settings(max_examples=400 * SCALE, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text("abcxyz.0123:", min_size=1, max_size=8), entry, max_size=5),
+       mutation, st.integers(0, 100))
+def test_the_bulk_check_never_accepts_what_the_strict_path_refuses(
+        specs: dict, mut: str, pick: int) -> None:
+    blob = build(specs, mut, pick)
+    strict = strict_only(blob)
+    if bulk(blob):
+        assert strict, (mut, blob[:300])
+    if strict and mut not in ("extra_field", "prefix"):
+        # the fast path is the one taken on every well-formed header (a colon in a name only
+        # costs it the exact colon count)
+        assert bulk(blob), (mut, blob[:300])
+    assert ours(blob) == strict
+
+
 @settings(max_examples=300 * SCALE, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_after_a_valid_prefix_never_escape_as_other_errors(tail: bytes) -> None:
@@ -119,8 +165,25 @@ def test_random_bytes_after_a_valid_prefix_never_escape_as_other_errors(tail: by
     assert ours(blob) == reference(blob) or not ours(blob)
 
 
-def test_duplicate_keys_are_refused_though_the_reference_keeps_the_last() -> None:
-    raw = (b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
-           b'"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}')
+@pytest.mark.parametrize(("raw", "reference_keeps_one"), [
+    (b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
+     b'"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', True),
+    (b'{"a":{"dtype":"F32","dtype":"F32","shape":[1],"data_offsets":[0,4]}}', False),
+    (b'{"__metadata__":{"k":"v","k":"w"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}',
+     True),
+    (b'{"__metadata__":{"k":"v"},"__metadata__":{"k":"v"},'
+     b'"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', False),
+], ids=["entry", "field", "metadata-key", "metadata"])
+def test_duplicate_keys_are_refused_though_the_reference_may_keep_the_last(
+        raw: bytes, reference_keeps_one: bool) -> None:
     blob = struct.pack("<Q", len(raw)) + raw + b"\0" * 4
-    assert reference(blob) and not ours(blob)
+    assert reference(blob) == reference_keeps_one and not ours(blob)
+    with pytest.raises(FormatError, match="appears twice"):
+        parse_header(raw, len(blob), "x")
+
+
+def test_a_colon_inside_a_name_or_metadata_keeps_the_fast_path_exact() -> None:
+    raw = (b'{"__metadata__":{"a:b":"c:\\":d"},'
+           b'"x:y":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}')
+    blob = struct.pack("<Q", len(raw)) + raw + b"\0" * 4
+    assert reference(blob) and ours(blob) and bulk(blob)

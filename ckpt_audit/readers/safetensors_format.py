@@ -203,6 +203,8 @@ def parse_strictly(raw: bytes, data_len: int, source: str) -> tuple[dict[str, An
     return obj, meta
 
 
+#: One past the largest dimension the reference library reads (a Rust ``usize``).
+_USIZE = 1 << 64
 _DTYPE = operator.itemgetter("dtype")
 _SHAPE = operator.itemgetter("shape")
 _OFFSETS = operator.itemgetter("data_offsets")
@@ -298,7 +300,7 @@ def _entry(name: str, entry: Any, data_len: int, source: str) -> TensorEntry:
         raise FormatError(f"tensor {name!r}: bad shape {shape!r}", source)
     numel = 1
     for s in shape:
-        if type(s) is not int or s < 0:
+        if type(s) is not int or not 0 <= s < _USIZE:  # the reference reads a usize
             raise FormatError(f"tensor {name!r}: bad shape {shape!r}", source)
         numel *= s
     if type(offsets) is not list or len(offsets) != 2:

@@ -187,3 +187,22 @@ def test_a_colon_inside_a_name_or_metadata_keeps_the_fast_path_exact() -> None:
            b'"x:y":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}')
     blob = struct.pack("<Q", len(raw)) + raw + b"\0" * 4
     assert reference(blob) and ours(blob) and bulk(blob)
+
+
+@pytest.mark.parametrize(("shape", "nbytes"), [
+    ([2**32, 2**32], 0),  # the product wraps to 0 in int64: refused
+    ([2**62, 4], 0),
+    ([0, 2**62], 0),  # zero elements, whatever the other dimension
+    ([0, 2**63 + 1], 0),  # past int64, within the reference's usize
+    ([0, 2**64], 0),  # past usize: the reference cannot read the shape
+    ([0, 10**30], 0),
+    ([3, 0, 7], 0),
+    ([], 4),
+], ids=str)
+def test_huge_dimensions_agree_with_the_reference_library(shape: list[int], nbytes: int) -> None:
+    """Element counts past int64 never wrap into a size that matches (the bulk check bounds them
+    in float64 first) and the verdict is the reference library's."""
+    raw = json.dumps({"t": {"dtype": "F32", "shape": shape, "data_offsets": [0, nbytes]}})
+    blob = struct.pack("<Q", len(raw)) + raw.encode() + b"\0" * nbytes
+    assert ours(blob) == reference(blob) == strict_only(blob)
+    assert not bulk(blob) or ours(blob)

@@ -207,26 +207,34 @@ class AcceptSums:
         stats = [_DepthRows(b, L - k, len(temps), dev) for k in range(1, n_depths + 1)]
         vsrc, dsrc = _slicer(p), [_slicer(q) for q in drafts]
         step = chunk or L
-        scratch = self._scratch
         for s in range(1, L, step):  # verifier position 0 pairs with no draft
             e = min(L, s + step)
-            pc = vsrc(s, e)
             # depth k: verifier positions j0..e-1 pair with drafts j0-k..e-1-k
-            qcs = [(k, j0, dsrc[k - 1](j0 - k, e - k))
-                   for k, j0 in ((k, max(s, k)) for k in range(1, n_depths + 1)) if j0 < e]
-            v = pc.shape[-1]
-            w = sub_positions(b, v)
-            for u in range(s, e, w):
-                ue = min(e, u + w)
-                ver = _Dist(pc[:, u - s : ue - s].to(dev), temps,
-                            scratch.shaped((b, ue - u, v)), "p")
-                for k, j0, qc in qcs:
-                    a0 = max(u, j0)
-                    if a0 < ue:
-                        q = _Dist(qc[:, a0 - j0 : ue - j0].to(dev), temps,
-                                  scratch.shaped((b, ue - a0, v)), "q")
-                        stats[k - 1].put(slice(a0 - k, ue - k), ver, a0 - u, q, temps)
+            self._chunk(stats, s, vsrc(s, e),
+                        [(k, j0, dsrc[k - 1](j0 - k, e - k))
+                         for k, j0 in ((k, max(s, k)) for k in range(1, n_depths + 1))
+                         if j0 < e])
         self._accumulate(stats, ids, lengths)
+
+    def _chunk(self, stats: list[_DepthRows], s: int, pc: torch.Tensor,
+               qcs: list[tuple[int, int, torch.Tensor]]) -> None:
+        """Score one chunk: verifier logits ``pc`` for positions s.., and per depth k its draft
+        logits ``qc`` paired with verifier positions j0... The logits are referenced from this
+        frame only, so they are freed on return, before the next chunk's exist."""
+        b, v = pc.shape[0], pc.shape[-1]
+        e = s + pc.shape[1]
+        temps, dev = self.temps, self.tensor.device
+        w = sub_positions(b, v)
+        for u in range(s, e, w):
+            ue = min(e, u + w)
+            ver = _Dist(pc[:, u - s : ue - s].to(dev), temps,
+                        self._scratch.shaped((b, ue - u, v)), "p")
+            for k, j0, qc in qcs:
+                a0 = max(u, j0)
+                if a0 < ue:
+                    q = _Dist(qc[:, a0 - j0 : ue - j0].to(dev), temps,
+                              self._scratch.shaped((b, ue - a0, v)), "q")
+                    stats[k - 1].put(slice(a0 - k, ue - k), ver, a0 - u, q, temps)
 
     def _accumulate(self, stats: list[_DepthRows], ids: torch.Tensor,
                     lengths: torch.Tensor) -> None:

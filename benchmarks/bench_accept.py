@@ -3,9 +3,13 @@
 
 Budget: the accept run costs at most 1.3x a plain forward of the trunk over the same probe on
 the same device. Both timings use the same loaded model, the same batches and
-``torch.inference_mode``; each is the median of ``--repeat`` interleaved runs after one warm-up.
-Also printed: the end-to-end ``accept_run`` time including loading and probe reading, and the
-``--speculate`` loop's tokens/s with and without its KV caches.
+``torch.inference_mode``; the scoring pass is ``engine.score_batch``, exactly what ``accept_run``
+runs per batch. Each timing is the median of ``--repeat`` interleaved runs after one warm-up,
+together with the parts of the scoring pass each timed alone (trunk forward, MTP blocks, head
+passes, statistics), so that a ratio over budget says where the time goes; the load average is
+printed with them (the machine may be shared). Also printed: the end-to-end ``accept_run`` time
+including loading and probe reading, and the ``--speculate`` loop's tokens/s with and without
+its KV caches.
 
 Models:
 - ``stories``: the real stories260K trunk + its trained head (needs ../shared/data); 5 blocks,
@@ -19,7 +23,9 @@ Models:
   subprocess) above the loaded weights for a plain trunk forward and for the accept scoring
   pass under ``--max-logits-mb`` (plus peak CUDA memory on a GPU). Not part of the tests.
 
-    PYTHONPATH=. python benchmarks/bench_accept.py --model stories
+    PYTHONPATH=. python benchmarks/bench_accept.py --model stories --repeat 9
+    PYTHONPATH=. python benchmarks/bench_accept.py --model synthetic --docs 8 --repeat 3 \
+        --spec-prompts 1 --spec-new-tokens 32
     PYTHONPATH=. python benchmarks/bench_accept.py --model bigvocab
     PYTHONPATH=. python benchmarks/bench_accept.py --model synthetic --device cuda
 """

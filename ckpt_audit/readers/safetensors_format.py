@@ -8,18 +8,14 @@ the file size before it is trusted, so a hostile header can only produce a :clas
 
 from __future__ import annotations
 
-import operator
 import struct
-from array import array
 from collections.abc import KeysView
-from itertools import chain
 from typing import Any, NamedTuple
-
-import numpy as np
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers.dtypes import BITS
-from ckpt_audit.storage.base import loads_json, loads_json_plain, no_repeated_keys
+from ckpt_audit.readers.safetensors_columns import Columns, from_canonical_text, from_parsed
+from ckpt_audit.storage.base import loads_json, loads_json_plain
 
 #: The Rust reader's cap on the header length; larger headers are refused, as there.
 MAX_HEADER = 100_000_000
@@ -37,18 +33,6 @@ class TensorEntry(NamedTuple):
     end: int
 
 
-class _Columns(NamedTuple):
-    """A bulk-checked header's entries as columns, row ``i`` for the ``i``-th name: the header's
-    ~570 small dicts per shard are dropped as soon as they are checked."""
-
-    dtypes: list[str]
-    dims: np.ndarray  # every shape, concatenated
-    starts: np.ndarray  # where each shape starts in ``dims``
-    ranks: np.ndarray
-    begins: np.ndarray  # relative to the data section
-    ends: np.ndarray
-
-
 class SafetensorsHeader:
     """A parsed header: entries by name, the optional ``__metadata__`` and the data start.
 
@@ -60,7 +44,7 @@ class SafetensorsHeader:
     is first looked up (an audit looks up a few hundred of 92k).
     """
 
-    def __init__(self, lookup: dict[str, Any], columns: _Columns | None,
+    def __init__(self, lookup: dict[str, Any], columns: Columns | None,
                  metadata: dict[str, str], data_start: int, data_len: int, source: str) -> None:
         # name -> its row in ``columns`` (bulk-checked header), or its TensorEntry (strict path,
         # and once looked up)
@@ -90,8 +74,7 @@ class SafetensorsHeader:
         if type(e) is int:
             c = self._columns
             assert c is not None
-            at, rank = int(c.starts[e]), int(c.ranks[e])
-            e = TensorEntry(c.dtypes[e], tuple(c.dims[at:at + rank].tolist()),
+            e = TensorEntry(c.dtypes[e], tuple(c.shapes[e]),
                             self.data_start + int(c.begins[e]), self.data_start + int(c.ends[e]))
             self._lookup[name] = e
         return e  # type: ignore[no-any-return]
@@ -127,9 +110,9 @@ def header_length(prefix: bytes, file_size: int, source: str) -> int:
     return n
 
 
-def _utf8(raw: bytes, source: str) -> None:
+def _utf8(raw: bytes, source: str) -> str:
     try:
-        raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FormatError(f"header is not valid UTF-8 ({exc})", source) from None
 
@@ -164,21 +147,26 @@ def parse_header(raw: bytes, file_size: int, source: str) -> SafetensorsHeader:
 
     Design note: a DeepSeek-V3 checkpoint has 92k entries in 162 headers, and a Python call per
     entry (or per JSON object, to catch repeated keys) costs more than the parse itself. So a
-    header is first parsed plainly and proven valid by :func:`_valid_in_bulk` with C-level
-    passes over all entries at once; only a header that fails there goes through the strict
-    parse and the entry-by-entry checks, which decide and word the refusal. Both paths accept
-    exactly the same files (``tests/readers/test_safetensors_strict.py`` cross-checks them)."""
+    header laid out as the reference writer lays it out is proven valid from its text
+    (:func:`~ckpt_audit.readers.safetensors_columns.from_canonical_text`), any other is parsed
+    plainly and proven valid in bulk (``from_parsed``), and only a header that fails both goes
+    through the strict parse and the entry-by-entry checks, which decide and word the refusal.
+    All three accept exactly the same files (``tests/readers/test_safetensors_strict.py``
+    cross-checks them)."""
     data_start = 8 + len(raw)
     data_len = file_size - data_start
-    _utf8(raw, source)
+    canonical = from_canonical_text(raw, _utf8(raw, source), data_len)
+    if canonical is not None:
+        rows, meta, columns = canonical
+        return SafetensorsHeader(rows, columns, dict(meta or {}), data_start, data_len, source)
     obj = loads_json_plain(raw)
-    columns = None
+    parsed = None
     if isinstance(obj, dict):
         top = len(obj)
         meta = obj.pop("__metadata__", None)
-        columns = _valid_in_bulk(obj, meta, top, raw, data_len)
+        parsed = from_parsed(obj, meta, top, raw, data_len)
     lookup: dict[str, Any]
-    if columns is not None and isinstance(obj, dict):
+    if parsed is not None and isinstance(obj, dict):
         lookup = dict(zip(obj, range(len(obj)), strict=True))
     else:
         obj, meta = parse_strictly(raw, data_len, source)
@@ -186,7 +174,7 @@ def parse_header(raw: bytes, file_size: int, source: str) -> SafetensorsHeader:
                                     data_start + e["data_offsets"][0],
                                     data_start + e["data_offsets"][1])
                   for name, e in obj.items()}
-    return SafetensorsHeader(lookup, columns, dict(meta or {}), data_start, data_len, source)
+    return SafetensorsHeader(lookup, parsed, dict(meta or {}), data_start, data_len, source)
 
 
 def parse_strictly(raw: bytes, data_len: int, source: str) -> tuple[dict[str, Any], Any]:
@@ -205,84 +193,6 @@ def parse_strictly(raw: bytes, data_len: int, source: str) -> tuple[dict[str, An
 
 #: One past the largest dimension the reference library reads (a Rust ``usize``).
 _USIZE = 1 << 64
-_DTYPE = operator.itemgetter("dtype")
-_SHAPE = operator.itemgetter("shape")
-_OFFSETS = operator.itemgetter("data_offsets")
-#: Numbers the bulk check trusts int64 with. A valid entry's element count is at most 2 × the
-#: data length (4 bits the narrowest dtype), so below 2**53 bytes it is under 2**54; products
-#: are bounded in float64 first (at 2**55, room for its rounding), so numel × bits (64 at most)
-#: and size × 8 stay below 2**62.
-_MAX_DATA = 1 << 53
-_MAX_NUMEL = 1 << 55
-
-
-def _valid_in_bulk(obj: dict[str, Any], meta: Any, top: int, raw: bytes,
-                   data_len: int) -> _Columns | None:
-    """The entries of the plainly parsed header ``obj`` (``__metadata__`` popped into ``meta``;
-    ``top`` keys before that) as columns, when they pass every check of the strict path, decided
-    with C-level passes over all entries at once (``map``, ``set``, ``array``, numpy) instead of
-    a Python call per entry. ``None`` leaves the verdict, and its wording, to the strict path.
-
-    Repeated keys and the depth budget are proven, not scanned for: every entry has exactly the
-    three keys and ``__metadata__`` only strings, so the document nests three deep at most, and
-    if the colons outside strings (one per key) equal the keys the parse kept, no key repeated."""
-    if meta is not None and not (type(meta) is dict and set(map(type, meta.values())) <= {str}):
-        return None
-    vals = list(obj.values())
-    if not vals:
-        empty = np.zeros(0, np.int64)
-        ok = data_len == 0 and no_repeated_keys(raw, top + len(meta or ()))
-        return _Columns([], empty, empty, empty, empty, empty) if ok else None
-    if set(map(type, vals)) != {dict} or set(map(len, vals)) != {3} or data_len >= _MAX_DATA:
-        return None
-    try:
-        dtypes = list(map(_DTYPE, vals))
-        shapes = list(map(_SHAPE, vals))
-        offsets = list(map(_OFFSETS, vals))
-        if not set(dtypes) <= BITS.keys():  # so every dtype is also a str
-            return None
-    except (KeyError, TypeError):  # a key missing, an unhashable dtype
-        return None
-    if set(map(type, chain(shapes, offsets))) != {list} or set(map(len, offsets)) != {2}:
-        return None
-    dims_list = list(chain.from_iterable(shapes))
-    offs_list = list(chain.from_iterable(offsets))
-    # exact types: ``type(x) is int`` also rejects bools, as _entry does
-    if set(map(type, chain(dims_list, offs_list))) - {int}:
-        return None
-    try:  # ``array`` refuses ints past int64
-        dims = np.frombuffer(array("q", dims_list), np.int64)
-        offs = np.frombuffer(array("q", offs_list), np.int64)
-    except OverflowError:
-        return None
-    begins, ends = offs[0::2], offs[1::2]
-    sizes = ends - begins
-    if (dims.size and dims.min() < 0) or begins.min() < 0 or ends.max() > data_len \
-            or sizes.min() < 0:
-        return None
-    # element counts: the product of each shape's dims (float64 first, to keep int64 exact)
-    ranks = np.fromiter(map(len, shapes), np.int64, len(shapes))
-    starts = np.cumsum(ranks) - ranks
-    ext = np.append(dims, 1)  # a start past the last dim (trailing rank-0 entries) stays valid
-    ranked = ranks > 0
-    if (np.multiply.reduceat(ext.astype(np.float64), starts)[ranked] > _MAX_NUMEL).any():
-        return None
-    numel = np.where(ranked, np.multiply.reduceat(ext, starts), 1)
-    bits = np.fromiter(map(BITS.__getitem__, dtypes), np.int64, len(dtypes))
-    if not np.array_equal(numel * bits, sizes * 8):  # bits % 8 == 0 and size == bits / 8
-        return None
-    # tiling: in (begin, end) order each entry starts where the one before ends, from 0 to the
-    # end of the data section. Writers list entries in offset order, where that order is the
-    # header's own; only a header listed otherwise is sorted.
-    b, e = begins, ends
-    if not (b[0] == 0 and np.array_equal(b[1:], e[:-1])):
-        order = np.lexsort((e, b))
-        b, e = b[order], e[order]
-        if not (b[0] == 0 and np.array_equal(b[1:], e[:-1])):
-            return None
-    if e[-1] != data_len or not no_repeated_keys(raw, top + 3 * len(vals) + len(meta or ())):
-        return None
-    return _Columns(dtypes, dims, starts, ranks, begins, ends)
 
 
 def _entry(name: str, entry: Any, data_len: int, source: str) -> TensorEntry:

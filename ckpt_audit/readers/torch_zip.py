@@ -76,7 +76,8 @@ class TorchArchive:
         try:
             self._zip = zipfile.ZipFile(io.BufferedReader(_SourceFile(src), 65536))
             infos = self._zip.infolist()
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        # NotImplementedError: a central directory entry needing a zip version zipfile lacks
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
             raise FormatError(f"corrupt or truncated zip archive ({exc})", src.name) from None
         self._infos = {i.filename: i for i in infos}
         pkl = [n for n in self._infos if n.endswith("data.pkl") and n.count("/") == 1]

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from safetensors import deserialize
 
 from ckpt_audit.errors import FormatError
-from ckpt_audit.readers import safetensors_format
+from ckpt_audit.readers import safetensors_columns, safetensors_format
 from ckpt_audit.readers.safetensors_format import header_length, parse_header
 from ckpt_audit.storage.base import loads_json_plain
 
@@ -137,8 +137,8 @@ def bulk(blob: bytes) -> bool:
         return False
     top = len(obj)
     meta = obj.pop("__metadata__", None)
-    return safetensors_format._valid_in_bulk(obj, meta, top, raw,
-                                             len(blob) - 8 - len(raw)) is not None
+    return safetensors_columns.from_parsed(obj, meta, top, raw,
+                                           len(blob) - 8 - len(raw)) is not None
 
 
 @settings(max_examples=400 * SCALE, deadline=None,
@@ -206,3 +206,138 @@ def test_huge_dimensions_agree_with_the_reference_library(shape: list[int], nbyt
     blob = struct.pack("<Q", len(raw)) + raw.encode() + b"\0" * nbytes
     assert ours(blob) == reference(blob) == strict_only(blob)
     assert not bulk(blob) or ours(blob)
+
+
+# -- the canonical-text path (safetensors_columns.from_canonical_text) ---------------------------
+
+def canonical_entries(blob: bytes) -> tuple[dict, dict] | None:
+    """What the canonical-text path reads from ``blob``'s header, with absolute offsets; None
+    when it declines."""
+    n = header_length(blob[:8], len(blob), "x")
+    raw = blob[8:8 + n]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:  # refused before either path runs
+        return None
+    got = safetensors_columns.from_canonical_text(raw, text, len(blob) - 8 - n)
+    if got is None:
+        return None
+    rows, meta, cols = got
+    return ({name: (cols.dtypes[i], tuple(cols.shapes[i]), int(cols.begins[i]),
+                    int(cols.ends[i])) for name, i in rows.items()}, meta or {})
+
+
+def strict_entries(blob: bytes) -> tuple[dict, dict] | None:
+    """The strict path's reading of the same header (relative offsets); None when it refuses."""
+    try:
+        n = header_length(blob[:8], len(blob), "x")
+        obj, meta = safetensors_format.parse_strictly(blob[8:8 + n], len(blob) - 8 - n, "x")
+    except FormatError:
+        return None
+    return ({name: (e["dtype"], tuple(e["shape"]), *e["data_offsets"])
+             for name, e in obj.items()}, meta or {})
+
+
+def written_by_the_reference(specs: dict[str, tuple[str, list[int]]],
+                             meta: dict[str, str] | None) -> bytes:
+    """A file as the Rust writer lays it out (``safetensors.numpy.save``)."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    np_dtypes = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
+                 "U8": "u1", "U16": "<u2", "BOOL": "?"}
+    return save({name: np.zeros(shape, np_dtypes[dt]) for name, (dt, shape) in specs.items()},
+                metadata=meta)
+
+
+WRITABLE = ["F64", "F32", "F16", "I64", "I32", "U8", "U16", "BOOL"]
+names = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_characters='"\\'),
+                min_size=1, max_size=10)
+
+
+@settings(max_examples=200 * SCALE, deadline=None)
+@given(st.dictionaries(names, st.tuples(st.sampled_from(WRITABLE),
+                                        st.lists(st.integers(0, 5), max_size=3)),
+                       min_size=1, max_size=6),
+       st.none() | st.dictionaries(names, names, max_size=3))
+def test_the_canonical_path_reads_what_the_reference_writer_writes(specs: dict,
+                                                                   meta: dict | None) -> None:
+    blob = written_by_the_reference(specs, meta)
+    fast, strict = canonical_entries(blob), strict_entries(blob)
+    assert strict is not None and reference(blob)
+    assert fast == strict, blob[:300]  # taken on every file the writer writes, and exact
+
+
+#: Edits a hostile or hand-made header may carry; each may move it off the canonical layout.
+EDITS = [b" ", b"\n", b"\t", b"\\", b'\\"', b"\\u0041", b"0", b"00", b"-", b"+", b"e1", b".0",
+         b",", b":", b"[", b"]", b"{", b"}", b'"', b"\x01", b"\x7f", b"1" * 19, b"__metadata__",
+         b'"dtype":"F32",', b"\xc3\xa9"]
+
+
+@settings(max_examples=600 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text("abc.0123:{}[],", min_size=1, max_size=6),
+                       st.tuples(st.sampled_from(WRITABLE), st.lists(st.integers(0, 4),
+                                                                     max_size=3)),
+                       min_size=1, max_size=4),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 2), st.sampled_from(EDITS)),
+                min_size=1, max_size=3))
+def test_the_canonical_path_never_reads_an_edited_header_otherwise(specs: dict,
+                                                                  edits: list) -> None:
+    """Insert, replace or delete at random places of a canonical header: whatever the
+    canonical path accepts, the strict parse accepts and reads exactly the same way."""
+    blob = bytearray(written_by_the_reference(specs, {"format": "pt"}))
+    n = int.from_bytes(blob[:8], "little")
+    header, data = bytearray(blob[8:8 + n]), blob[8 + n:]
+    for at, how, text in edits:
+        at %= len(header)
+        if how == 0:
+            header[at:at] = text
+        elif how == 1:
+            header[at:at + len(text)] = text
+        else:
+            del header[at:at + len(text)]
+    edited = struct.pack("<Q", len(header)) + bytes(header) + bytes(data)
+    try:
+        fast = canonical_entries(edited)
+    except FormatError:  # the length prefix itself (checked before either path)
+        return
+    if fast is not None:
+        assert fast == strict_entries(edited), bytes(header)
+
+
+@pytest.mark.parametrize("header", [
+    b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
+    b'"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}',  # a repeated name
+    b'{"__metadata__":{"k":"v","k":"w"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}',
+    b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{}}',  # not first
+    b'{"a":{"dtype":"F32","shape":[01],"data_offsets":[0,4]}}',  # a leading zero
+    b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[00,4]}}',
+    b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,04]}}',
+    b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4.0]}}',
+    b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4,4]}}',
+    b'{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}',
+    b'{"a\x01":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}',  # a raw control character
+    b'{"a\\u0062":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}',  # an escape: json's call
+    b'{"a":{"shape":[1],"dtype":"F32","data_offsets":[0,4]}}',  # another key order
+    b'{"a": {"dtype":"F32","shape":[1],"data_offsets":[0,4]}}',  # whitespace inside
+    b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}}',
+    b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}} x',
+    b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}',
+    # each of these would tile 8 bytes if read as it looks
+    b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
+    b'"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}',
+    b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
+    b'"__metadata__":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}',
+    b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
+    b'"b":{"dtype":"F32","shape":[1],"data_offsets":[4,18446744073709551624]}}',
+], ids=lambda h: h.decode("latin-1")[:40])
+def test_the_canonical_path_declines_what_it_does_not_prove(header: bytes) -> None:
+    blob = struct.pack("<Q", len(header)) + header + b"\0" * (8 if b"[4," in header else 4)
+    assert canonical_entries(blob) is None
+    assert ours(blob) == (strict_entries(blob) is not None)
+
+
+def test_trailing_whitespace_and_an_empty_metadata_keep_the_canonical_path() -> None:
+    header = b'{"__metadata__":{},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}} \n\t'
+    blob = struct.pack("<Q", len(header)) + header + b"\0" * 4
+    assert canonical_entries(blob) == ({"a": ("F32", (1,), 0, 4)}, {}) == strict_entries(blob)

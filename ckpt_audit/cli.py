@@ -143,9 +143,26 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_CLOSED_PIPE)
 
 
+def quiet_blas(argv: list[str]) -> bool:
+    """Start numpy without OpenBLAS's thread pool, unless the command line runs a model.
+
+    Design note: importing numpy starts OpenBLAS's threads, ~0.13 s of CPU per process on 2
+    cores (more with more cores), and no command here does linear algebra in numpy: gains are
+    vectors. ``accept`` and ``audit --probe`` run a model in torch (MKL on x86; OpenBLAS on some
+    builds), so they keep the default. A user's own ``OPENBLAS_NUM_THREADS`` always wins, and
+    nothing changes once numpy is imported (as in a library caller). Returns whether it was set.
+    """
+    if "numpy" in sys.modules or "accept" in argv or any(a.startswith("--probe") for a in argv):
+        return False
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    return True
+
+
 def _main(argv: list[str] | None) -> None:
     debug = os.environ.get("CKPT_AUDIT_DEBUG") == "1"
-    register_commands(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    quiet_blas(args)
+    register_commands(args)
     try:
         rv = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:

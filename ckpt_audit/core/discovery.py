@@ -118,15 +118,23 @@ def layer_of(name: str) -> int | None:
 _MTP_LAYER = re.compile(r"^(?:model\.layers|layers|blk)\.(\d+)\.(?:enorm|hnorm|eh_proj)\.")
 
 
-def _mtp_layer_ids(names: list[str], cfg: dict[str, Any], joined: str | None = None) -> set[int]:
-    """Layer indices under ``model.layers.`` / ``blk.`` that are MTP depths (DeepSeek HF)."""
+def _mtp_layer_ids(names: list[str], cfg: dict[str, Any], joined: str | None = None,
+                   normish: list[str] | None = None) -> set[int]:
+    """Layer indices under ``model.layers.`` / ``blk.`` that are MTP depths (DeepSeek HF).
+    ``normish`` (:func:`_normish` of the same names) spares two scans of ``joined``: every
+    ``enorm``/``hnorm`` name is among them."""
     ids: set[int] = set()
     n_layers = num_layers_from_config(cfg)
     declared, _ = mtp_count_from_config(cfg)
     if n_layers is not None and declared:
         ids.update(range(n_layers, n_layers + declared))
     joined = _joined(names) if joined is None else joined
-    for line in _lines_with(joined, (".enorm.", ".hnorm.", ".eh_proj.")):
+    if normish is None:
+        lines = _lines_with(joined, (".enorm.", ".hnorm.", ".eh_proj."))
+    else:
+        lines = [n for n in normish if (".enorm." in n or ".hnorm." in n) and "\n" not in n]
+        lines += _lines_with(joined, (".eh_proj.",))
+    for line in lines:
         m = _MTP_LAYER.match(line)
         if m:
             ids.add(int(m.group(1)))
@@ -160,7 +168,8 @@ def discover(tensors: Mapping[str, TensorInfo], cfg: dict[str, Any]) -> Discover
     """Every gain (1-D floating tensor named like a norm) with its role, plus MTP checks."""
     names = sorted(tensors)
     joined = _joined(names)
-    mtp_ids = _mtp_layer_ids(names, cfg, joined)
+    normish = _normish(names, joined)
+    mtp_ids = _mtp_layer_ids(names, cfg, joined, normish)
     findings: list[Finding] = []
     gains: list[str] = []
     quant: dict[str, Quantized] = {}
@@ -172,7 +181,6 @@ def discover(tensors: Mapping[str, TensorInfo], cfg: dict[str, Any]) -> Discover
         info = tensors[name]
         skipped.append(SkippedTensor(name, info.dtype, tuple(info.shape), reason))
 
-    normish = _normish(names, joined)
     for name in normish:
         kind = classify_name(name)
         if kind == "bias":
@@ -230,7 +238,7 @@ def discover(tensors: Mapping[str, TensorInfo], cfg: dict[str, Any]) -> Discover
         layer = layer_of(name)
         role = Role.FINAL if name == final else _role(name, layer, mtp_ids)
         cands.append(Candidate(name, role, layer, quant.get(name)))
-    layout, declared, mtp_findings = check_mtp(tensors, cfg, mtp_ids, names, joined)
+    layout, declared, mtp_findings = check_mtp(tensors, cfg, mtp_ids, names, joined, normish)
     findings.extend(mtp_findings)
     return Discovery(tuple(cands), tuple(biases), tuple(findings), layout, declared,
                      tuple(sorted(mtp_ids)), tuple(skipped))
@@ -334,14 +342,19 @@ def _has_prefix(sorted_names: list[str], prefixes: list[str]) -> bool:
     return False
 
 
-def detect_mtp_layout(names: list[str], cfg: dict[str, Any],
-                      joined: str | None = None) -> MtpLayout | None:
-    """The MTP layout whose marker tensors appear in ``names`` (or that the model type implies)."""
+def detect_mtp_layout(names: list[str], cfg: dict[str, Any], joined: str | None = None,
+                      normish: list[str] | None = None) -> MtpLayout | None:
+    """The MTP layout whose marker tensors appear in ``names`` (or that the model type implies).
+    ``normish`` (:func:`_normish` of the same names) spares a scan per layout: every layout's
+    marker is a norm (``tests/core/test_discovery.py`` holds the table to that)."""
     joined = _joined(names) if joined is None else joined
     for layout in MTP_LAYOUTS:
         marker = layout.required[0]
         head = layout.prefix.split("{")[0]
-        lines = _lines_with(joined, ("." + marker + "\n",))
+        if normish is None:
+            lines = _lines_with(joined, ("." + marker + "\n",))
+        else:
+            lines = [n for n in normish if n.endswith("." + marker) and "\n" not in n]
         if any(line.startswith(head) for line in lines):
             return layout
     mt = model_type(cfg)
@@ -353,13 +366,13 @@ def detect_mtp_layout(names: list[str], cfg: dict[str, Any],
 
 def check_mtp(
     tensors: Mapping[str, TensorInfo], cfg: dict[str, Any], mtp_ids: set[int],
-    names: list[str] | None = None, joined: str | None = None,
+    names: list[str] | None = None, joined: str | None = None, normish: list[str] | None = None,
 ) -> tuple[str | None, int, list[Finding]]:
     """``(layout name, depths declared, findings)``: missing or incomplete MTP modules fail."""
     names = names if names is not None else sorted(tensors)
     joined = _joined(names) if joined is None else joined
     declared, key = mtp_count_from_config(cfg)
-    layout = detect_mtp_layout(names, cfg, joined)
+    layout = detect_mtp_layout(names, cfg, joined, normish)
     heads = list(MTP_NAME_PREFIXES) + [
         f"{head}{i}." for i in mtp_ids for head in ("model.layers.", "layers.", "blk.")]
     present = _has_prefix(names, heads) or any(s in joined for s in MTP_INFIXES)

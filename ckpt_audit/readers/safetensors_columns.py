@@ -13,10 +13,10 @@ decides and words every refusal. So a fast path can only decline, never change a
    pieces: ``NAME``, ``:{``, ``dtype``, ``:``, DTYPE, ``,``, ``shape``, ``:[DIMS],``,
    ``data_offsets``, ``:[BEGIN,END]},``. Every structural piece is compared with what it must be
    (``list.count`` on a slice), shapes are parsed once per distinct shape (a checkpoint repeats
-   a few dozen), and the offsets are proven by a round trip: their digits cut out and joined
-   back into the exact canonical text. Nothing this path accepts is read differently by
-   ``json.loads``: no escapes, no control characters (so every string body is the string), JSON
-   integers without sign, leading zero or exponent, keys unique (counted).
+   a few dozen), and the offsets are proven byte by byte with numpy. Nothing this path accepts
+   is read differently by ``json.loads``: no escapes, no control characters (so every string
+   body is the string), JSON integers without sign, leading zero or exponent, keys unique
+   (counted).
 2. :func:`from_parsed`: any other header, after one plain ``json.loads``: C-level passes (``map``,
    ``set``, ``array``, numpy) over all entries at once, and a colon count proving that no key
    repeated (``storage.base.no_repeated_keys``).
@@ -172,8 +172,9 @@ def _shapes(pieces: list[str]) -> tuple[list[tuple[int, ...]], np.ndarray] | Non
 
 def _offsets(pieces: list[str], n: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Begins and ends from the ``:[b,e]},`` pieces (the last ends the document: ``:[b,e]}}``
-    and the writer's padding), proven by a round trip: the numbers cut out and joined back must
-    give the same text."""
+    and the writer's padding), proven byte by byte with numpy: the marks at each piece's fixed
+    places, exactly one more comma per piece with a digit on each side, digits everywhere else,
+    each number 1 to 18 digits without a leading zero."""
     last = pieces[-1].rstrip(_JSON_SPACE)
     if not last.endswith("}}"):
         return None
@@ -181,19 +182,30 @@ def _offsets(pieces: list[str], n: int) -> tuple[np.ndarray, np.ndarray] | None:
     text = "".join(pieces)
     if not text.isascii():
         return None
-    spaced = text.translate(_OFFSET_MARKS)
-    nums = spaced.split()
-    if len(nums) != 2 * n:
+    raw = np.frombuffer(text.encode("ascii"), np.uint8)
+    lens = np.fromiter(map(len, pieces), np.int64, n)
+    if lens.min() < 8:  # ":[0,0]}," is the shortest
         return None
-    if ":[" + "]},:[".join(map(",".join, zip(nums[0::2], nums[1::2], strict=True))) \
-            + "]}," != text:
+    ends = np.cumsum(lens)
+    starts = ends - lens
+    for at, mark in ((starts, b":"), (starts + 1, b"["), (ends - 3, b"]"), (ends - 2, b"}"),
+                     (ends - 1, b",")):
+        if not (raw[at] == ord(mark)).all():
+            return None
+    digit = (raw >= ord("0")) & (raw <= ord("9"))
+    comma = np.flatnonzero(raw == ord(","))
+    # 5 marks per piece above; all else digits but one comma: 2 commas a piece, the first inner
+    if comma.size != 2 * n or int(digit.sum()) != raw.size - 6 * n \
+            or not (comma[1::2] == ends - 1).all():
         return None
-    # each number: ASCII digits (isascii above), at most 18 of them, no leading zero (a begin
-    # follows "[" and ends at ","; an end follows "," and ends at "]")
-    if not "".join(nums).isdigit() or max(map(len, nums)) > 18 \
-            or text.count("[0") != text.count("[0,") or text.count(",0") != text.count(",0]"):
+    inner = comma[0::2]
+    first, second = inner - starts - 2, ends - 4 - inner  # digits of the begin and of the end
+    if first.min() < 1 or second.min() < 1 or first.max() > 18 or second.max() > 18:
         return None
-    values = np.fromstring(spaced, dtype=np.int64, sep=" ")
+    if ((raw[starts + 2] == ord("0")) & (first > 1)).any() \
+            or ((raw[inner + 1] == ord("0")) & (second > 1)).any():
+        return None
+    values = np.fromstring(text.translate(_OFFSET_MARKS), dtype=np.int64, sep=" ")
     if values.size != 2 * n:
         return None
     return values[0::2], values[1::2]

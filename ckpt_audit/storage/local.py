@@ -48,7 +48,7 @@ def read_local(path: str, limit: int, display: str | None = None) -> bytes:
     """The first ``limit`` bytes of a regular file (all of a small one)."""
     fd = open_regular(path, display)
     try:
-        return _read_all(fd, limit, display or path)
+        return _read_all(fd, min(limit, os.fstat(fd).st_size), display or path)
     finally:
         os.close(fd)
 
@@ -86,7 +86,13 @@ def read_json_local(path: str, display: str | None = None, what: str = "JSON",
 
 
 def _read_all(fd: int, size: int, shown: str) -> bytes:
-    chunks, left = [], size
+    try:  # one read is the whole file almost always (a 9 MB index: no chunks to join)
+        data = os.read(fd, size) if size > 0 else b""
+    except OSError as exc:
+        raise FormatError(f"cannot read ({exc.strerror})", shown) from None
+    if len(data) == size or not data:
+        return data
+    chunks, left = [data], size - len(data)
     try:
         while left > 0:
             chunk = os.read(fd, min(left, 1 << 20))

@@ -141,3 +141,31 @@ def test_github_outputs_on_every_command(demo, tmp_path, monkeypatch):
     for head in ("## ckpt-audit: ", "## ckpt-audit diff", "## ckpt-audit compare",
                  "## ckpt-audit trend"):
         assert head in text
+
+
+_PROBE_ENV = ("import atexit, os, sys\n"
+              "atexit.register(lambda: sys.stderr.write("
+              "'BLAS=' + os.environ.get('OPENBLAS_NUM_THREADS', 'unset') + "
+              "' NUMPY=' + str('numpy' in sys.modules) + '\\n'))\n"
+              "sys.argv = ['ckpt-audit'] + sys.argv[1:]\n"
+              "from ckpt_audit.cli import main\n"
+              "main()\n")
+
+
+def _blas_setting(args: list[str], env: dict[str, str] | None = None) -> str:
+    run_env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    run_env.update(env or {}, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-c", _PROBE_ENV, *args], capture_output=True,
+                         text=True, env=run_env, timeout=120)
+    return res.stderr.strip().splitlines()[-1]
+
+
+def test_numpy_starts_without_blas_threads_unless_a_model_runs(demo: dict[str, str]) -> None:
+    """An audit imports numpy with OpenBLAS's pool at one thread (no linear algebra there);
+    ``accept`` and ``audit --probe`` keep the default, and the user's own setting wins."""
+    assert _blas_setting(["audit", demo["step 0"], "-f", "json"]) == "BLAS=1 NUMPY=True"
+    assert _blas_setting(["audit", demo["step 0"], "-f", "json"],
+                         {"OPENBLAS_NUM_THREADS": "4"}) == "BLAS=4 NUMPY=True"
+    assert _blas_setting(["audit", demo["step 0"], "--probe", "none.jsonl"]).startswith(
+        "BLAS=unset")
+    assert _blas_setting(["accept", "-h"]).startswith("BLAS=unset")

@@ -241,3 +241,18 @@ def test_names_holding_newlines_are_judged_whole(tmp_path: Path) -> None:
     assert not any(n.startswith("model.layers.7") or n.startswith("model.layers.8") for n in names)
     assert rep.final is not None and rep.final.name == "model.norm.weight"
     assert rep.extra.get("mtp_layout") is None and "mtp" not in {r.role.value for r in rep.norms}
+
+
+def test_every_mtp_marker_is_a_norm_so_the_normish_lines_hold_it() -> None:
+    """detect_mtp_layout looks for each layout's marker among the norm-ish names only: a layout
+    whose marker were not a norm would never be detected from its tensors."""
+    from ckpt_audit.core.discovery import _normish, detect_mtp_layout
+    from ckpt_audit.core.layouts import MTP_LAYOUTS
+
+    for layout in MTP_LAYOUTS:
+        name = layout.prefix.format(k=0, layer=3) + layout.required[0]
+        names = sorted(["model.embed_tokens.weight", name])
+        joined = "\n".join(names) + "\n"
+        assert name in _normish(names, joined), layout.name
+        assert detect_mtp_layout(names, {}, joined, _normish(names, joined)) is layout
+        assert detect_mtp_layout(names, {}) is layout

@@ -161,14 +161,16 @@ def _batch_stats(gains: dict[str, np.ndarray], near_zero: float) -> dict[str, Ga
     neg_dev = -np.abs(g_all - 1.0)
     near = np.add.reduceat((np.abs(g_all) < near_zero).astype(np.int64), starts).tolist()
     negative = np.add.reduceat((g_all < 0).astype(np.int64), starts).tolist()
+    lows = np.minimum.reduceat(g_all, starts).tolist()
+    highs = np.maximum.reduceat(g_all, starts).tolist()
     out: dict[str, GainStats] = {}
     for i, name in enumerate(names):
         a, b, n = int(starts[i]), int(stops[i]), int(sizes[i])
-        g = g_all[a:b]
         norm = math.sqrt(sum_sq[i])
         std = math.sqrt(float(np.mean(dev2[a:b])))
         rms = math.sqrt(sum_sq[i] / n)  # channel_spread's RMS: every channel is finite here
-        out[name] = GainStats(n, norm, norm / math.sqrt(n), float(g.min()), float(g.max()),
-                              means[i], std, 0, float(near[i]) / n, _extreme(g, neg_dev[a:b]),
+        out[name] = GainStats(n, norm, norm / math.sqrt(n), lows[i], highs[i],
+                              means[i], std, 0, float(near[i]) / n,
+                              _extreme(g_all[a:b], neg_dev[a:b]),
                               std / rms if rms > 0 else float("nan"), float(negative[i]) / n)
     return out

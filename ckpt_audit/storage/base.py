@@ -161,8 +161,9 @@ def no_repeated_keys(raw: bytes, keys: int) -> bool:
     """Whether the JSON text ``raw``, whose parse kept ``keys`` keys in all its objects, had no
     repeated key (a repeat collapses into one key but keeps its colon: every key is followed by
     exactly one colon outside strings, and no other colon stands outside them)."""
-    # ``len - len(replace)`` counts one byte ~2x faster than ``bytes.count``
-    return len(raw) - len(raw.replace(b":", b"")) == keys or colons_outside_strings(raw) == keys
+    # ``bytes.count``, not ``len - len(replace)``: a little slower warm, but no copy of a 9 MB
+    # index to fault in (2k pages, more than the difference, in a fresh process)
+    return raw.count(b":") == keys or colons_outside_strings(raw) == keys
 
 
 def loads_json_plain(raw: bytes) -> Any | None:

@@ -133,6 +133,8 @@ def _metadata(tok: list[str]) -> tuple[dict[str, str] | None, int]:
     for a layout this path does not take."""
     if tok[1] != "__metadata__":
         return None, 1
+    if len(tok) < 3:
+        return {}, -1
     if tok[2] == ":{},":
         return {}, 3
     if tok[2] != ":{":

@@ -341,3 +341,38 @@ def test_trailing_whitespace_and_an_empty_metadata_keep_the_canonical_path() -> 
     header = b'{"__metadata__":{},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}} \n\t'
     blob = struct.pack("<Q", len(header)) + header + b"\0" * 4
     assert canonical_entries(blob) == ({"a": ("F32", (1,), 0, 4)}, {}) == strict_entries(blob)
+
+
+def test_every_cut_of_a_canonical_header_is_read_or_refused_never_a_crash() -> None:
+    """Each prefix of a header the reference writer wrote (a file cut anywhere in its header):
+    a FormatError or a reading, nothing else (an IndexError here once escaped as exit 3)."""
+    blob = written_by_the_reference({"a.norm.weight": ("F32", [2]), "b": ("BOOL", [])},
+                                    {"format": "pt"})
+    n = int.from_bytes(blob[:8], "little")
+    for cut in range(1, n + 1):
+        header = blob[8:8 + cut]
+        try:
+            parse_header(header, 8 + cut + 9, "x")
+        except FormatError:
+            pass
+        canonical_entries(struct.pack("<Q", cut) + header + b"\0" * 9)
+
+
+CANONICAL_BITS = ['{"', '__metadata__', '":{', '"format":"pt"', '},', '"a":{', '"dtype":"',
+                  'F32', 'BOOL', '","shape":[', '1', '2', '0', ',', '],"data_offsets":[',
+                  '0,4', '4,8', ']}', '}', ']', '"', ':', '{', '[', ' ', '\n']
+
+
+@settings(max_examples=1500 * SCALE, deadline=None)
+@given(st.lists(st.sampled_from(CANONICAL_BITS), max_size=40), st.integers(0, 16))
+def test_the_canonical_path_never_raises_on_any_text(bits: list[str], data_len: int) -> None:
+    """Texts built from the canonical layout's own pieces, in any order: the canonical path
+    returns a reading or declines, and what it reads the strict path reads the same."""
+    text = "".join(bits)
+    try:
+        got = safetensors_columns.from_canonical_text(text.encode(), text, data_len)
+    except Exception as exc:  # noqa: BLE001 - the point of the test
+        raise AssertionError(f"{type(exc).__name__} on {text!r}") from exc
+    if got is not None:
+        blob = struct.pack("<Q", len(text.encode())) + text.encode() + b"\0" * data_len
+        assert canonical_entries(blob) == strict_entries(blob), text

@@ -28,7 +28,6 @@ import operator
 import re
 from array import array
 from itertools import chain
-from math import prod
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -154,6 +153,19 @@ def _metadata(tok: list[str]) -> tuple[dict[str, str] | None, int]:
     return meta, -1
 
 
+def _bounded_product(dims: tuple[int, ...] | list[int]) -> int | None:
+    """The product of ``dims`` taken left to right, or ``None`` once a partial product passes
+    :data:`MAX_NUMEL`: the reference library refuses a shape whose running product overflows
+    even when a later dimension is 0, so the final product alone cannot decide (the strict path
+    then does), and stopping early keeps a hostile shape from growing a huge integer."""
+    count = 1
+    for d in dims:
+        count *= d
+        if count > MAX_NUMEL:
+            return None
+    return count
+
+
 def _shapes(pieces: list[str]) -> tuple[list[tuple[int, ...]], np.ndarray] | None:
     """Each entry's shape (``:[d,d],`` pieces) and element count, parsed once per distinct
     shape."""
@@ -164,8 +176,8 @@ def _shapes(pieces: list[str]) -> tuple[list[tuple[int, ...]], np.ndarray] | Non
         if m is None:
             return None
         dims = tuple(map(int, m.group(1).split(","))) if m.group(1) else ()
-        count = prod(dims)
-        if count > MAX_NUMEL:
+        count = _bounded_product(dims)
+        if count is None:
             return None
         dims_of[piece], numel_of[piece] = dims, count
     numel = np.fromiter(map(numel_of.__getitem__, pieces), np.int64, len(pieces))
@@ -265,9 +277,16 @@ def from_parsed(obj: dict[str, Any], meta: Any, top: int, raw: bytes,
     starts = np.cumsum(ranks) - ranks
     ext = np.append(dims, 1)  # a start past the last dim (trailing rank-0 entries) stays valid
     ranked = ranks > 0
-    if (np.multiply.reduceat(ext.astype(np.float64), starts)[ranked] > MAX_NUMEL).any():
+    with np.errstate(over="ignore", invalid="ignore"):  # inf (and inf × 0) only decline
+        bound = np.multiply.reduceat(ext.astype(np.float64), starts)[ranked]
+    if not (bound <= MAX_NUMEL).all():
         return None
     numel = np.where(ranked, np.multiply.reduceat(ext, starts), 1)
+    # a 0 after dimensions whose product overflows: refused by the reference, 0 here (rare:
+    # only shapes holding a 0 are looked at, one Python step per dimension)
+    for row in np.flatnonzero(ranked & (numel == 0)).tolist():
+        if _bounded_product(shapes[row]) is None:
+            return None
     begins, ends = offs[0::2], offs[1::2]
     if not _sizes_tile(numel, dtypes, begins, ends, data_len) \
             or not no_repeated_keys(raw, top + 3 * len(vals) + len(meta or ())):

@@ -213,6 +213,11 @@ def _entry(name: str, entry: Any, data_len: int, source: str) -> TensorEntry:
         if type(s) is not int or not 0 <= s < _USIZE:  # the reference reads a usize
             raise FormatError(f"tensor {name!r}: bad shape {shape!r}", source)
         numel *= s
+        # the reference multiplies left to right in a usize and refuses the first overflow,
+        # even when a later dimension is 0 (stopping here also bounds the work: no huge ints)
+        if numel >= _USIZE:
+            raise FormatError(f"tensor {name!r}: the element count of shape {shape!r} "
+                              "overflows 64 bits", source)
     if type(offsets) is not list or len(offsets) != 2:
         raise FormatError(f"tensor {name!r}: bad data_offsets {offsets!r}", source)
     begin, end = offsets
@@ -225,6 +230,9 @@ def _entry(name: str, entry: Any, data_len: int, source: str) -> TensorEntry:
             source,
         )
     bits = numel * BITS[dtype]
+    if bits >= _USIZE:  # the reference's bit count is a usize too
+        raise FormatError(f"tensor {name!r}: the bit count of shape {shape!r} of {dtype} "
+                          "overflows 64 bits", source)
     if bits % 8 or end - begin != bits // 8:
         raise FormatError(
             f"tensor {name!r}: {end - begin} bytes for shape {shape} of {dtype}", source

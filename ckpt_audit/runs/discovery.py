@@ -213,10 +213,13 @@ def read_trackers(run_path: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for fname, layout in zip(TRACKERS, ("megatron", "deepspeed"), strict=True):
         try:
-            text = read_local(os.path.join(run_path, fname), 256).decode("utf-8").strip()
+            raw = read_local(os.path.join(run_path, fname), 257)
+            text = raw.decode("utf-8").strip()
         except (CkptAuditError, UnicodeDecodeError):
             continue
-        m = re.fullmatch(r"(?:global_step)?(\d+)", text)
+        if len(raw) > 256:  # a tracker holds one number: a longer file is not one
+            continue
+        m = re.fullmatch(r"(?:global_step)?([0-9]+)", text)  # ASCII digits only
         if m:
             out[layout] = int(m.group(1))
     return out

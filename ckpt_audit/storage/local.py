@@ -90,7 +90,7 @@ def _read_all(fd: int, size: int, shown: str) -> bytes:
         data = os.read(fd, size) if size > 0 else b""
     except OSError as exc:
         raise FormatError(f"cannot read ({exc.strerror})", shown) from None
-    if len(data) == size or not data:
+    if len(data) == size:
         return data
     chunks, left = [data], size - len(data)
     try:
@@ -102,6 +102,9 @@ def _read_all(fd: int, size: int, shown: str) -> bytes:
             left -= len(chunk)
     except OSError as exc:
         raise FormatError(f"cannot read ({exc.strerror})", shown) from None
+    if left > 0:  # shorter than it was a moment ago: being written or truncated
+        raise FormatError(f"the file shrank while being read ({size - left} of {size} bytes)",
+                          shown)
     return b"".join(chunks)
 
 

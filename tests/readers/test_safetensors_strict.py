@@ -198,6 +198,13 @@ def test_a_colon_inside_a_name_or_metadata_keeps_the_fast_path_exact() -> None:
     ([0, 10**30], 0),
     ([3, 0, 7], 0),
     ([], 4),
+    # the reference multiplies left to right and refuses the first overflow, though a 0 follows
+    ([2**32, 2**32, 0], 0),
+    ([2**30, 2**30, 2**30, 0], 0),
+    ([2**63, 2, 0], 0),
+    ([0, 2**32, 2**32], 0),
+    ([2**32, 2**31, 0], 0),
+    ([2**60, 0], 0),
 ], ids=str)
 def test_huge_dimensions_agree_with_the_reference_library(shape: list[int], nbytes: int) -> None:
     """Element counts past int64 never wrap into a size that matches (the bulk check bounds them
@@ -376,3 +383,25 @@ def test_the_canonical_path_never_raises_on_any_text(bits: list[str], data_len: 
     if got is not None:
         blob = struct.pack("<Q", len(text.encode())) + text.encode() + b"\0" * data_len
         assert canonical_entries(blob) == strict_entries(blob), text
+
+
+def test_a_shape_of_many_huge_dimensions_is_refused_at_once() -> None:
+    """80,000 dimensions of 10**18 - 1 (a 1.5 MB header): the running product stops at the first
+    overflow; it used to grow a huge integer for 17 s."""
+    raw = (b'{"a":{"dtype":"F32","shape":[' + b",".join([b"999999999999999999"] * 80_000)
+           + b'],"data_offsets":[0,8]}}')
+    blob = struct.pack("<Q", len(raw)) + raw + b"\0" * 8
+    t0 = time.monotonic()
+    assert not ours(blob) and not reference(blob)
+    assert time.monotonic() - t0 < 2
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F4"])
+def test_an_overflow_before_a_zero_dimension_is_refused_on_every_path(dtype: str) -> None:
+    for layout in ('{"a":{"dtype":"%s","shape":[4294967296,4294967296,0],"data_offsets":[0,0]}}',
+                   '{"a": {"dtype": "%s", "shape": [4294967296, 4294967296, 0], '
+                   '"data_offsets": [0, 0]}}'):
+        raw = (layout % dtype).encode()
+        blob = struct.pack("<Q", len(raw)) + raw
+        assert not reference(blob) and not ours(blob) and not strict_only(blob)
+        assert not bulk(blob) and canonical_entries(blob) is None

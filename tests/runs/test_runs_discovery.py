@@ -176,3 +176,15 @@ def test_assess_is_pure_and_needs_weights():
     ok = (FileEntry("model.safetensors", 100, 0, declared_size=100),)
     assert assess("step", ok) == ()
     assert assess("step", ok) == assess("step", ok)
+
+
+@pytest.mark.parametrize("text", ["٣", "1" * 300, "global_step٣", "12 13"])
+def test_a_tracker_that_is_not_one_ascii_number_is_not_read(tmp_path, text: str) -> None:
+    """Non-ASCII digits (int() reads "٣" as 3) and a number past the 256 bytes a tracker is read
+    to (it was cut there and read as its first 256 digits) name no step."""
+    from ckpt_audit.runs.discovery import read_trackers
+
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text(text, encoding="utf-8")
+    assert read_trackers(str(tmp_path)) == {}
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("20")
+    assert read_trackers(str(tmp_path)) == {"megatron": 20}

@@ -9,7 +9,6 @@ here carries its help text; a command uses the alias as its parameter's type::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any
 
@@ -17,7 +16,7 @@ import typer
 
 from ckpt_audit.errors import CkptAuditError
 from ckpt_audit.readers.registry import available_formats
-from ckpt_audit.records import Convention, Role, Severity
+from ckpt_audit.records import Convention, Role, Severity, frozen
 
 
 class OutputFormat(str, Enum):
@@ -144,7 +143,7 @@ SettleOpt = Annotated[float, typer.Option(
                               "being written' (incomplete).")]
 
 
-@dataclass(frozen=True)
+@frozen
 class ReadOptions:
     """How to read checkpoints: the options every auditing command shares."""
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ckpt_audit.core.layouts import (
@@ -37,10 +36,10 @@ from ckpt_audit.core.layouts import (
     MTP_PREFIXES as MTP_NAME_PREFIXES,
 )
 from ckpt_audit.core.reference import match_key
-from ckpt_audit.records import Finding, Role, Severity, SkippedTensor, TensorInfo
+from ckpt_audit.records import Finding, Role, Severity, SkippedTensor, TensorInfo, frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class Quantized:
     """How a quantized gain is stored: ``values`` × ``scale`` (broadcast) under ``scheme``."""
 
@@ -50,7 +49,7 @@ class Quantized:
     dtype: str  # shown in reports, e.g. "I8×F32 (int8-scale)"
 
 
-@dataclass(frozen=True)
+@frozen
 class Candidate:
     """A gain to audit: its name, role and layer index (None where the name has none), and for a
     quantized gain how to dequantize it."""
@@ -66,7 +65,7 @@ class Candidate:
         return (self.quant.values, self.quant.scale) if self.quant else (self.name,)
 
 
-@dataclass(frozen=True)
+@frozen
 class Discovery:
     """What :func:`discover` found: gains, LayerNorm biases, rejects and MTP facts."""
 

@@ -9,8 +9,9 @@ each row: docs/METRICS.md ("Names of norms in real checkpoints", "Roles") and do
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
+
+from ckpt_audit.records import frozen
 
 # -- what is a gain ---------------------------------------------------------------------------
 #: The module part of a name (the component before the parameter) that marks a normalization.
@@ -94,7 +95,7 @@ def is_mtp_name(name: str) -> bool:
 
 
 # -- MTP layouts ------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@frozen
 class MtpLayout:
     """Where an MTP depth ``k`` lives and which tensors it must have.
 

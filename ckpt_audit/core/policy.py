@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import Any
 
 from ckpt_audit.errors import PolicyError
-from ckpt_audit.records import Role, Severity, Status
+from ckpt_audit.records import Role, Severity, Status, frozen
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,7 +26,7 @@ else:  # pragma: no cover
 BAND_KEYS = ("collapse", "low", "shrink", "nominal", "growth")
 
 
-@dataclass(frozen=True)
+@frozen
 class Bands:
     """Upper edges of the ladder, as ratios r = ‖γ_eff‖₂/√n.
 
@@ -87,7 +87,7 @@ SIGNAL_KEYS = ("late_step", "far_from_init", "jump", "rate_warn", "rate_fail", "
                "spread_rate_warn", "spread_rate_fail", "negative_warn", "negative_fail")
 
 
-@dataclass(frozen=True)
+@frozen
 class SignalPolicy:
     """Thresholds of the run signals (``[signals]``; defaults = ``data/default_policy.toml``).
 
@@ -136,7 +136,7 @@ def _signals(obj: Any) -> SignalPolicy:
     return sp
 
 
-@dataclass(frozen=True)
+@frozen
 class Policy:
     """A resolved policy. :meth:`classify` is the one place a ratio becomes a verdict."""
 

@@ -9,13 +9,14 @@ Face folder and a Meta or nanoGPT file of the same model match.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from ckpt_audit.core.layouts import WRAPPER_PREFIXES
+from ckpt_audit.records import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class Reference:
     """``kind`` ``init`` (no checkpoint: ratio = norm/√n) or ``checkpoint`` (``path`` and each
     gain's ``(‖γ_eff,REF‖₂, length)`` by matching key)."""

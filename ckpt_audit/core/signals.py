@@ -25,10 +25,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from ckpt_audit.core.policy import SignalPolicy
-from ckpt_audit.records import Finding, NormRecord, Role, Severity, Status
+from ckpt_audit.records import Finding, NormRecord, Role, Severity, Status, frozen
 
 #: Roles whose own rate and channel signals are checked (layer gains are checked collectively).
 RATED_ROLES = (Role.FINAL, Role.MTP)
@@ -44,7 +44,7 @@ def out_of_band(severity: Severity, status: Status) -> bool:
     return severity.rank >= Severity.WARN.rank or status in _OUT_STATUSES
 
 
-@dataclass(frozen=True)
+@frozen
 class GainPoint:
     """One gain at one step: what the signals need of it."""
 
@@ -61,7 +61,7 @@ class GainPoint:
         return cls(rec.name, rec.role, rec.layer, s.ratio, s.spread, s.negative)
 
 
-@dataclass(frozen=True)
+@frozen
 class Snapshot:
     """Every gain at one step. ``label`` names the point in messages (``step 25``)."""
 
@@ -96,7 +96,7 @@ def factor(point: Snapshot, reference: Snapshot, name: str) -> float | None:
     return g.ratio / r.ratio
 
 
-@dataclass(frozen=True)
+@frozen
 class Collective:
     """The layer gains of one point against the reference (docs/SIGNALS.md)."""
 
@@ -139,7 +139,7 @@ def starts_from_scratch(first: Snapshot, sp: SignalPolicy) -> tuple[bool, str]:
                   "step 0 is the known start (every gain 1)")
 
 
-@dataclass(frozen=True)
+@frozen
 class Jump:
     """A sudden change of one gain's ratio between two consecutive points."""
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ckpt_audit.core.signals import GainPoint, Snapshot, choose_start, out_of_band, step_findings
-from ckpt_audit.records import Convention, Finding, Role, Severity, Status, TensorInfo
+from ckpt_audit.records import Convention, Finding, Role, Severity, Status, TensorInfo, frozen
 
 _WRAPPERS = ("module.", "_orig_mod.", "_forward_module.", "_fsdp_wrapped_module.")
 _TORCH_DTYPES = {"torch.float32": "F32", "torch.bfloat16": "BF16", "torch.float16": "F16",
@@ -42,7 +42,7 @@ class GainBandWarning(UserWarning):
     """A gain left its band during training (the default action)."""
 
 
-@dataclass(frozen=True)
+@frozen
 class GainReading:
     """One gain of the live model at one step."""
 

@@ -18,9 +18,9 @@ Layouts (docs/MTP.md, "What it loads"):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from ckpt_audit.core.layouts import MTP_LAYOUTS, MtpLayout
+from ckpt_audit.records import frozen
 
 #: concatenation orders of an MTP depth's input: [enorm(emb); hnorm(h)] or [hnorm(h); enorm(emb)]
 EMBEDDING_FIRST = "embedding-first"
@@ -28,7 +28,7 @@ HIDDEN_FIRST = "hidden-first"
 ORDERS = (EMBEDDING_FIRST, HIDDEN_FIRST)
 
 
-@dataclass(frozen=True)
+@frozen
 class LayoutSpec:
     """How one layout names an MTP depth's parts (suffixes under the depth's prefix)."""
 

@@ -15,12 +15,12 @@ group: [q of the group's heads; k; v]; ``linear_fc1`` is [gate; up]. Layouts:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ckpt_audit.mtp.layouts import LayoutSpec
+from ckpt_audit.records import frozen
 
 Transform = Callable[[np.ndarray], np.ndarray] | None
 #: target name -> (checkpoint name, transform) or (tuple of names, function of their arrays)
@@ -28,7 +28,7 @@ Plan = dict[str, tuple[Any, Any]]
 
 
 # -- Megatron-core <-> HF decoder layer --------------------------------------------------------
-@dataclass(frozen=True)
+@frozen
 class Dims:
     """Attention shapes needed to split Megatron's fused QKV."""
 

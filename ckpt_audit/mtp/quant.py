@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from ckpt_audit.core.layouts import text_config
 from ckpt_audit.errors import CkptAuditError
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.dtypes import ITEMSIZE
-from ckpt_audit.records import TensorInfo
+from ckpt_audit.records import TensorInfo, frozen
 
 #: suffix of the per-block inverse scale next to ``X.weight`` (DeepSeek-V3 naming)
 SCALE_SUFFIX = "_scale_inv"
@@ -41,7 +40,7 @@ TORCH_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bf
                "U8": "uint8", "I16": "int16", "I32": "int32", "I64": "int64"}
 
 
-@dataclass(frozen=True)
+@frozen
 class Quantization:
     """A quantization scheme accept can undo: FP8 with per-block float32 inverse scales."""
 

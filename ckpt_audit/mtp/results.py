@@ -7,9 +7,9 @@ Every figure is defined in docs/MTP.md; the field names are the JSON keys (``lam
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from ckpt_audit.mtp.quant import Quantization
+from ckpt_audit.records import frozen
 
 SCHEMA = "ckpt-audit.accept/1"
 
@@ -19,7 +19,7 @@ def temp_key(t: float) -> str:
     return str(float(t))
 
 
-@dataclass(frozen=True)
+@frozen
 class DepthFigures:
     """Teacher-forced figures of one MTP depth."""
 
@@ -35,7 +35,7 @@ class DepthFigures:
     cumulative_sampled_acceptance: Mapping[str, float | None]
 
 
-@dataclass(frozen=True)
+@frozen
 class ChainFigures:
     """Every depth's figures and the expected tokens per verifier step they imply."""
 
@@ -44,7 +44,7 @@ class ChainFigures:
     expected_tokens_per_step_sampled: Mapping[str, float]
 
 
-@dataclass(frozen=True)
+@frozen
 class WhatIf:
     """The same figures with the trunk's final gain scaled by ``final_scale``."""
 
@@ -54,7 +54,7 @@ class WhatIf:
     chain: ChainFigures
 
 
-@dataclass(frozen=True)
+@frozen
 class SpeculateFigures:
     """The real greedy draft-and-verify loop (:mod:`ckpt_audit.mtp.speculate`)."""
 
@@ -72,7 +72,7 @@ class SpeculateFigures:
     new_tokens: int
 
 
-@dataclass(frozen=True)
+@frozen
 class BlockGrad:
     block: int
     main_grad_norm: float
@@ -80,7 +80,7 @@ class BlockGrad:
     ratio: float | None
 
 
-@dataclass(frozen=True)
+@frozen
 class GradBalance:
     """Gradient norms of the main loss and λ·MTP loss on the trunk's blocks."""
 
@@ -92,7 +92,7 @@ class GradBalance:
     lambda_source: str
 
 
-@dataclass(frozen=True)
+@frozen
 class AcceptResult:
     """One accept run: what was loaded, what was scored, and every figure."""
 

@@ -10,12 +10,12 @@ inert placeholders that only hold their pickled state, and turn that state into 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers import safe_pickle
 from ckpt_audit.readers.safe_pickle import TORCH_DTYPES, Inert, _DType, safe_loads
+from ckpt_audit.records import frozen
 
 _DCP = "torch.distributed.checkpoint"
 DCP_INERT_GLOBALS: tuple[tuple[str, str], ...] = (
@@ -44,7 +44,7 @@ for _module, _name in DCP_INERT_GLOBALS:
 METADATA_LIMIT = 512 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@frozen
 class DcpChunk:
     """One stored piece of a tensor: its box in the global tensor and its bytes in a file."""
 
@@ -56,7 +56,7 @@ class DcpChunk:
     transforms: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class DcpTensor:
     """A tensor of the checkpoint: fully-qualified name, dtype, global shape and its chunks."""
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ from ckpt_audit.errors import CkptAuditError, FormatError
 from ckpt_audit.readers import safe_pickle
 from ckpt_audit.readers.safe_pickle import TensorRef
 from ckpt_audit.readers.torch_zip import TorchArchive
+from ckpt_audit.records import frozen
 from ckpt_audit.storage import Location
 
 ZERO3_MODEL = re.compile(r"^zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt$")
@@ -41,7 +41,7 @@ for _mod, _name in (
     safe_pickle.allow_inert(_mod, _name)
 
 
-@dataclass(frozen=True)
+@frozen
 class Zero3Param:
     """Where one parameter's partitions are: its running offset in every rank's flat groups."""
 

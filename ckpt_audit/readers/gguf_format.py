@@ -17,10 +17,10 @@ offset: uint64`` (relative to the data section); the data section starts at the 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 from ckpt_audit.errors import FormatError
+from ckpt_audit.records import frozen
 from ckpt_audit.storage import ByteSource
 
 GGUF_MAGIC = b"GGUF"
@@ -34,7 +34,7 @@ _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?
 _STRING, _ARRAY = 8, 9
 
 
-@dataclass(frozen=True)
+@frozen
 class GGUFTensor:
     """One tensor: numpy-order shape, GGML type number, absolute byte range."""
 
@@ -45,7 +45,7 @@ class GGUFTensor:
     nbytes: int
 
 
-@dataclass(frozen=True)
+@frozen
 class GGUFHeader:
     version: int
     metadata: dict[str, Any]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,7 +32,7 @@ import numpy as np
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.dtypes import ITEMSIZE, decode
-from ckpt_audit.records import Convention, TensorInfo
+from ckpt_audit.records import Convention, TensorInfo, frozen
 from ckpt_audit.storage import ByteSource, Location
 
 MAGIC = 0x616B3432
@@ -41,7 +40,7 @@ V1_HEADER = 256
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-@dataclass(frozen=True)
+@frozen
 class Llama2cHeader:
     """The model parameters of a llama2.c file."""
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +34,7 @@ from ckpt_audit.readers.megatron_common import (
 from ckpt_audit.readers.replicas import replica_findings
 from ckpt_audit.readers.safe_pickle import TensorRef, flatten_state
 from ckpt_audit.readers.torch_zip import TorchArchive
-from ckpt_audit.records import Convention, Finding, Severity, TensorInfo
+from ckpt_audit.records import Convention, Finding, Severity, TensorInfo, frozen
 from ckpt_audit.storage import Location
 
 RANK_DIR = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?(?:_(\d{3}))?$")
@@ -64,7 +63,7 @@ def partition_dim(name: str) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
+@frozen
 class _Copy:
     """One rank's copy of a tensor: which rank folder, which archive, where in it."""
 

@@ -20,10 +20,10 @@ import copy
 import io
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import IO, Any
 
 from ckpt_audit.errors import UnsafePickleError, escape
+from ckpt_audit.records import frozen
 
 #: Budgets for one unpickled file: the pickle's bytes (bounding its opcodes and memo), the bytes
 #: one allowlisted call may allocate, a tensor's dimensions, and for the walk over the object
@@ -51,7 +51,7 @@ TORCH_DTYPES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class StorageRef:
     """A storage record of the archive: ``data/<key>``, with its element dtype."""
 
@@ -60,7 +60,7 @@ class StorageRef:
     numel: int
 
 
-@dataclass(frozen=True)
+@frozen
 class TensorRef:
     """A tensor as a view into a storage record: offset and strides counted in elements."""
 
@@ -71,7 +71,7 @@ class TensorRef:
     dtype: str
 
 
-@dataclass(frozen=True)
+@frozen
 class _DType:
     name: str
 

@@ -11,11 +11,11 @@ JSON report never imports Rich.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.records import AuditReport, Finding, Severity
+from ckpt_audit.records import AuditReport, Finding, Severity, frozen
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 FORMATS = ("table", "json", "markdown", "junit", "html")
 
 
-@dataclass(frozen=True)
+@frozen
 class AuditDocument:
     """One audited checkpoint, plus the MTP acceptance summary when ``--probe`` was given."""
 
@@ -39,7 +39,7 @@ class AuditDocument:
         return self.report.verdict
 
 
-@dataclass(frozen=True)
+@frozen
 class RenderOptions:
     """What a renderer may be told: table width, JUnit threshold, rows to list."""
 

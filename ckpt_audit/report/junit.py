@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ckpt_audit.errors import escape
-from ckpt_audit.records import AuditReport, Finding, Severity
+from ckpt_audit.records import AuditReport, Finding, Severity, frozen
 from ckpt_audit.report.findings import finding_line
 from ckpt_audit.report.summary import fmt_norm, fmt_ratio
 from ckpt_audit.runs.audit import CheckpointResult
@@ -24,7 +23,7 @@ from ckpt_audit.runs.compare import Comparison, Diff
 from ckpt_audit.runs.trend import Trend
 
 
-@dataclass(frozen=True)
+@frozen
 class Case:
     """One test case: its findings decide pass/fail; ``out`` is shown either way."""
 
@@ -36,7 +35,7 @@ class Case:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class Suite:
     name: str
     cases: tuple[Case, ...]

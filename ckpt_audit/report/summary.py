@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-from ckpt_audit.records import AuditReport, Finding, NormRecord, Role, Severity, Status
+from ckpt_audit.records import AuditReport, Finding, NormRecord, Role, Severity, Status, frozen
 
 STATUS_ORDER = {s: i for i, s in enumerate(Status)}
 
 
-@dataclass(frozen=True)
+@frozen
 class RoleSummary:
     role: Role
     count: int

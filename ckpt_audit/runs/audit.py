@@ -11,15 +11,14 @@ checkpoint never stops a trend over a thousand good ones.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ckpt_audit.errors import CkptAuditError
-from ckpt_audit.records import AuditReport, Finding, NormRecord, Role, Verdict, verdict_of
+from ckpt_audit.records import AuditReport, Finding, NormRecord, Role, Verdict, frozen, verdict_of
 from ckpt_audit.runs.discovery import RunCheckpoint
 
 
-@dataclass(frozen=True)
+@frozen
 class CheckpointResult:
     """A run checkpoint with its audit report (``None`` when incomplete or on error).
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from ckpt_audit.records import AuditReport, Finding, NormRecord, Role, Severity, verdict_of
+from ckpt_audit.records import AuditReport, Finding, NormRecord, Role, Severity, frozen, verdict_of
 from ckpt_audit.runs.audit import CheckpointResult
 
 DEFAULT_TOLERANCE = 0.05
@@ -51,7 +50,7 @@ def forward_key(rec: NormRecord) -> tuple[int, int, str]:
     return (4, 0, rec.name)
 
 
-@dataclass(frozen=True)
+@frozen
 class Divergence:
     """The first gain of ``other`` whose ratio differs from ``reference`` by more than tolerance."""
 
@@ -104,7 +103,7 @@ def first_divergence(reference: tuple[str, Sequence[CheckpointResult]],
     return None
 
 
-@dataclass(frozen=True)
+@frozen
 class GainDiff:
     """One gain in two checkpoints (``None`` on the side where it is absent)."""
 
@@ -156,7 +155,7 @@ def diff_reports(a: AuditReport, b: AuditReport) -> list[GainDiff]:
     return sorted(rows, key=key)
 
 
-@dataclass(frozen=True)
+@frozen
 class Comparison:
     """Runs side by side: each run's audited checkpoints, and each later run's first divergence
     from the first (the reference). A divergence is a ``run-diverged`` finding (fail)."""
@@ -179,7 +178,7 @@ class Comparison:
         return verdict_of(self.findings)
 
 
-@dataclass(frozen=True)
+@frozen
 class Diff:
     """Two checkpoints gain by gain; with ``max_change``, a gain that moved more (or is in one
     checkpoint only) is a ``gain-changed``/``gain-only-in-one`` finding (fail)."""

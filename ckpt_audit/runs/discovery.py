@@ -28,11 +28,11 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from ckpt_audit.errors import CkptAuditError, DetectionError
 from ckpt_audit.readers.hf_index import shard_names
 from ckpt_audit.readers.safetensors_format import declared_size, prefix_length
+from ckpt_audit.records import frozen
 from ckpt_audit.storage.local import open_regular, read_json_local, read_local
 
 #: (layout, compiled pattern on the child's name); the first match wins.
@@ -58,7 +58,7 @@ _MAX_DEPTH = 4
 _MAX_FILES = 20000
 
 
-@dataclass(frozen=True)
+@frozen
 class FileEntry:
     """One file of a checkpoint as seen by :func:`snapshot` (``rel`` is relative to the checkpoint).
 
@@ -76,7 +76,7 @@ class FileEntry:
     is_dir: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class RunCheckpoint:
     """One checkpoint of a run: where it is, its step, the writer's layout and its completeness."""
 
@@ -88,7 +88,7 @@ class RunCheckpoint:
     problems: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class Run:
     """The checkpoints of one run, ordered by step (then name)."""
 

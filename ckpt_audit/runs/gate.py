@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from ckpt_audit.errors import FormatError, PolicyError
-from ckpt_audit.records import AuditReport, Finding, Severity
+from ckpt_audit.records import AuditReport, Finding, Severity, frozen
 from ckpt_audit.storage.base import loads_json
 from ckpt_audit.storage.local import read_local
 
@@ -38,14 +38,14 @@ DEFAULT_MAX_DRIFT = 0.10
 DEFAULT_BASELINE_ROLES = ("final", "mtp")
 
 
-@dataclass(frozen=True)
+@frozen
 class BaselineGain:
     name: str
     role: str
     ratio: float
 
 
-@dataclass(frozen=True)
+@frozen
 class Baseline:
     """The gains of a known-good ``ckpt-audit.audit/1`` report (``steps`` empty), or of every
     checkpoint of a known-good run's ``ckpt-audit.trend/1`` report (``steps``: step → gains)."""

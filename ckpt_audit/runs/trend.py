@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from ckpt_audit.core.policy import SignalPolicy
 from ckpt_audit.core.signals import (
@@ -35,7 +35,7 @@ from ckpt_audit.core.signals import (
     run_findings,
 )
 from ckpt_audit.core.signals import out_of_band as _out_of_band
-from ckpt_audit.records import Finding, NormRecord, Severity, Verdict, verdict_of
+from ckpt_audit.records import Finding, NormRecord, Severity, Verdict, frozen, verdict_of
 from ckpt_audit.runs.audit import CheckpointResult, tracked_names
 
 DEFAULT_ROLES = ("final", "mtp")
@@ -45,7 +45,7 @@ __all__ = ["SIGNAL_CODES", "Jump", "Trend", "build_trend", "gain_rate", "out_of_
            "snapshot_of", "sparkline"]
 
 
-@dataclass(frozen=True)
+@frozen
 class Trend:
     """The trajectory of a run's tracked gains."""
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ckpt_audit.records import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class RemoteOptions:
     """Knobs for remote reads; the defaults suit both loopback tests and real object stores."""
 

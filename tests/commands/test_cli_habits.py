@@ -169,3 +169,26 @@ def test_numpy_starts_without_blas_threads_unless_a_model_runs(demo: dict[str, s
     assert _blas_setting(["audit", demo["step 0"], "--probe", "none.jsonl"]).startswith(
         "BLAS=unset")
     assert _blas_setting(["accept", "-h"]).startswith("BLAS=unset")
+
+
+def test_the_console_entry_exits_quickly_and_loses_nothing(demo):
+    """The console script (``cli.entry``) ends the process with ``os._exit`` once a command is
+    done: its status, every byte of its output and the exit handlers must all survive that."""
+    code = ("import atexit, sys; atexit.register(lambda: sys.stderr.write('handlers ran\\n')); "
+            "from ckpt_audit.cli import entry; sys.argv[0] = 'ckpt-audit'; entry()")
+    for args in (["audit", demo["step 3000"], "--format", "json"],
+                 ["audit", demo["step 0"], "--format", "markdown"],
+                 ["audit", demo["step 0"] + "-missing"]):
+        p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+        ref = run_cli(args)
+        assert (p.returncode, p.stdout) == (ref.code, ref.out), args
+        assert p.stderr.endswith("handlers ran\n") and ref.err in p.stderr, args
+    assert ref.code == 2 and p.stderr.count("\n") == 2  # the one error line, then the handler
+
+
+def test_exit_status_follows_the_interpreter():
+    from ckpt_audit.cli import exit_status
+
+    assert [exit_status(c) for c in (None, 0, 1, 2, 141)] == [0, 0, 1, 2, 141]
+    assert exit_status("a message") == 1  # printed to stderr first, as sys.exit does

@@ -135,11 +135,19 @@ def register(app: typer.Typer) -> None:
         allow_redirect_host: AllowRedirectHostOpt = False,
     ) -> None:
         """Audit every norm gain of a checkpoint against the policy's bands."""
-        code = run_audit(path, fmt=fmt, output=output, config=config, fail_on=fail_on,
-                         read=ReadOptions.of(format_hint, d_model, convention, reference,
-                                             state_key),
-                         expect_init=expect_init, device=device.value,
-                         show=show, width=width, baseline=baseline, probe=probe, github=github,
-                         incomplete=incomplete, timeout=timeout,
-                         allow_redirect_host=allow_redirect_host)
+        from contextlib import nullcontext
+
+        from ckpt_audit.core.audit import gc_paused
+
+        # the whole command, not just the audit: the completeness check parses the shard index
+        # and the report renders ~10^4 JSON values, and the collector's passes find no garbage
+        # (a --probe runs a model: that keeps the collector)
+        with gc_paused() if probe is None else nullcontext():
+            code = run_audit(path, fmt=fmt, output=output, config=config, fail_on=fail_on,
+                             read=ReadOptions.of(format_hint, d_model, convention, reference,
+                                                 state_key),
+                             expect_init=expect_init, device=device.value,
+                             show=show, width=width, baseline=baseline, probe=probe,
+                             github=github, incomplete=incomplete, timeout=timeout,
+                             allow_redirect_host=allow_redirect_host)
         raise typer.Exit(code)

@@ -16,19 +16,37 @@ TORCH_INDEX = "pytorch_model.bin.index.json"
 
 def weight_map(obj: Any, source: str) -> dict[str, str]:
     """The index's tensor → shard map; :class:`FormatError` unless it maps strings to strings."""
-    wm = obj.get("weight_map") if isinstance(obj, dict) else None
-    try:  # the set first: ~10^5 entries name a few hundred shards, each type checked once
-        ok = isinstance(wm, dict) and all(type(v) is str for v in set(wm.values()))
-    except TypeError:  # an unhashable value (a list, an object)
-        ok = False
-    if not ok:
-        raise FormatError("index has no valid 'weight_map'", source)
-    return wm  # type: ignore[return-value]
+    return _checked(obj, source)[0]
 
 
 def shard_names(obj: Any, source: str) -> list[str]:
     """The shard files an index names, sorted, each once."""
-    return sorted(set(weight_map(obj, source).values()))
+    return list(_checked(obj, source)[1])
+
+
+#: The last weight map checked and its sorted shard names. A shard index is parsed once per
+#: process (``read_json(shared=True)``) and then asked for by the completeness check, the reader
+#: and its shard locations: one pass over its ~10^5 values instead of three. Held by identity
+#: (the document is read-only to every caller, and held here so that its id is not reused).
+_LAST: tuple[Any, tuple[str, ...]] = (None, ())
+
+
+def _checked(obj: Any, source: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    global _LAST
+    wm = obj.get("weight_map") if isinstance(obj, dict) else None
+    last = _LAST
+    if wm is not None and last[0] is wm:
+        return wm, last[1]
+    try:  # the set first: ~10^5 entries name a few hundred shards, each type checked once
+        shards = set(wm.values()) if isinstance(wm, dict) else None
+        ok = shards is not None and all(type(v) is str for v in shards)
+    except TypeError:  # an unhashable value (a list, an object)
+        ok = False
+    if not ok:
+        raise FormatError("index has no valid 'weight_map'", source)
+    assert isinstance(wm, dict) and shards is not None
+    _LAST = (wm, tuple(sorted(shards)))
+    return wm, _LAST[1]
 
 
 def shard_locations(folder: Location, index: Location,
@@ -36,10 +54,10 @@ def shard_locations(folder: Location, index: Location,
     """Every shard the index names, as locations inside ``folder``; refuses (naming the index) a
     shard outside the folder (absolute, ``..``, a symlink out: see ``Location.child``) or
     missing. A checkpoint is a closed world."""
-    if wm is None:
-        wm = weight_map(index.read_json(shared=True), index.display)
+    names = shard_names({"weight_map": wm} if wm is not None else index.read_json(shared=True),
+                        index.display)
     shards: dict[str, Location] = {}
-    for shard in sorted(set(wm.values())):
+    for shard in names:
         try:
             child = folder.child(shard)
         except FormatError as exc:

@@ -14,7 +14,12 @@ from typing import Any, NamedTuple
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers.dtypes import BITS
-from ckpt_audit.readers.safetensors_columns import Columns, from_canonical_text, from_parsed
+from ckpt_audit.readers.safetensors_columns import (
+    DTYPE_NAMES,
+    Columns,
+    from_canonical_text,
+    from_parsed,
+)
 from ckpt_audit.storage.base import loads_json, loads_json_plain
 
 #: The Rust reader's cap on the header length; larger headers are refused, as there.
@@ -74,7 +79,7 @@ class SafetensorsHeader:
         if type(e) is int:
             c = self._columns
             assert c is not None
-            e = TensorEntry(c.dtypes[e], tuple(c.shapes[e]),
+            e = TensorEntry(DTYPE_NAMES[c.dtypes[e]], tuple(c.shapes[e]),
                             self.data_start + int(c.begins[e]), self.data_start + int(c.ends[e]))
             self._lookup[name] = e
         return e  # type: ignore[no-any-return]

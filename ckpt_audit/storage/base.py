@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from ckpt_audit.errors import FormatError
 
 
@@ -161,9 +163,39 @@ def no_repeated_keys(raw: bytes, keys: int) -> bool:
     """Whether the JSON text ``raw``, whose parse kept ``keys`` keys in all its objects, had no
     repeated key (a repeat collapses into one key but keeps its colon: every key is followed by
     exactly one colon outside strings, and no other colon stands outside them)."""
-    # ``bytes.count``, not ``len - len(replace)``: a little slower warm, but no copy of a 9 MB
-    # index to fault in (2k pages, more than the difference, in a fresh process)
-    return raw.count(b":") == keys or colons_outside_strings(raw) == keys
+    return count_byte(raw, 0x3A) == keys or colons_outside_strings(raw) == keys
+
+
+#: Bytes per step of :func:`count_byte` and :func:`has_byte_below`: the step's temporaries stay
+#: in a core's cache and are reused, never a fresh 9 MB to fault in.
+_STEP = 1 << 18
+
+
+def count_byte(data: bytes, byte: int) -> int:
+    """How many times ``byte`` occurs in ``data``. ``bytes.count`` of one byte is a byte-at-a-
+    time loop (~8 instructions a byte: 70 M for a 9 MB shard index); numpy compares a vector
+    at a time."""
+    if len(data) < _STEP:
+        return data.count(byte)
+    arr = np.frombuffer(data, np.uint8)
+    return sum(int(np.count_nonzero(arr[i:i + _STEP] == byte))
+               for i in range(0, arr.size, _STEP))
+
+
+def has_byte_in(data: bytes, low: int, high: int) -> bool:
+    """Whether any byte of ``data`` is within ``low``..``high`` (inclusive), a vector at a
+    time."""
+    arr = np.frombuffer(data, np.uint8)
+    span = np.uint8(high - low)
+    return any(bool(((arr[i:i + _STEP] - np.uint8(low)) <= span).any())
+               for i in range(0, arr.size, _STEP))
+
+
+def has_byte_below(data: bytes, limit: int, size: int | None = None) -> bool:
+    """Whether any of the first ``size`` bytes of ``data`` (all by default) is below ``limit``
+    (e.g. 32: an ASCII control character), a vector at a time."""
+    arr = np.frombuffer(data, np.uint8, len(data) if size is None else size)
+    return any(bool((arr[i:i + _STEP] < limit).any()) for i in range(0, arr.size, _STEP))
 
 
 def loads_json_plain(raw: bytes) -> Any | None:

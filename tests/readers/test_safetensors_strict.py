@@ -230,7 +230,8 @@ def canonical_entries(blob: bytes) -> tuple[dict, dict] | None:
     if got is None:
         return None
     rows, meta, cols = got
-    return ({name: (cols.dtypes[i], tuple(cols.shapes[i]), int(cols.begins[i]),
+    names = safetensors_columns.DTYPE_NAMES  # a dtype is kept as its code
+    return ({name: (names[cols.dtypes[i]], tuple(cols.shapes[i]), int(cols.begins[i]),
                     int(cols.ends[i])) for name, i in rows.items()}, meta or {})
 
 

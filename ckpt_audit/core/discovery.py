@@ -37,6 +37,7 @@ from ckpt_audit.core.layouts import (
 )
 from ckpt_audit.core.reference import match_key
 from ckpt_audit.records import Finding, Role, Severity, SkippedTensor, TensorInfo, frozen
+from ckpt_audit.storage.base import count_byte, has_byte_in
 
 
 @frozen
@@ -166,8 +167,8 @@ def _index_key(name: str) -> tuple[tuple[int, int | str], ...]:
 def discover(tensors: Mapping[str, TensorInfo], cfg: dict[str, Any]) -> Discovery:
     """Every gain (1-D floating tensor named like a norm) with its role, plus MTP checks."""
     names = sorted(tensors)
-    joined = _joined(names)
-    normish = _normish(names, joined)
+    joined, odd = _joined_and_odd(names)
+    normish = _normish(names, joined, odd)
     mtp_ids = _mtp_layer_ids(names, cfg, joined, normish)
     findings: list[Finding] = []
     gains: list[str] = []
@@ -288,16 +289,24 @@ def _layout_prefixes(layout: MtpLayout, depths: int, n_layers: int | None) -> li
 _NORMISH = ("norm", "ln", "rms_")
 
 
-def _normish(names: list[str], joined: str) -> list[str]:
-    """The names (in order) that contain one of :data:`_NORMISH` in any case: the cheap filter
-    before a name is classified (10^5 names, a few hundred norms). Literal finds over the lowered
-    joined names; per name only where the names are not all ASCII (``lower`` could change a
-    line's length there)."""
+def _normish(names: list[str], joined: str, odd: list[str] | None = None) -> list[str]:
+    """The names (sorted) that contain one of :data:`_NORMISH` in any case: the cheap filter
+    before a name is classified (10^5 names, a few hundred norms). Literal finds over the joined
+    names (lowered only where a capital letter is in them: most checkpoints have none); per name
+    only where the names are not all ASCII (``lower`` could change a line's length there).
+    ``odd`` is :func:`_multiline` of the same names, when the caller has it."""
     if not joined.isascii():
-        return [n for n in names if any(k in n.lower() for k in _NORMISH)]
-    found = _lines_with(joined, _NORMISH, joined.lower())
-    odd = [n for n in _multiline(names, joined) if any(k in n.lower() for k in _NORMISH)]
-    return sorted(found + odd) if odd else found
+        return sorted(n for n in names if any(k in n.lower() for k in _NORMISH))
+    found = _lines_with(joined, _NORMISH, joined.lower() if _has_capital(joined) else None)
+    odd = _multiline(names, joined) if odd is None else odd
+    extra = [n for n in odd if any(k in n.lower() for k in _NORMISH)]
+    return sorted(found + extra)
+
+
+def _has_capital(ascii_text: str) -> bool:
+    """Whether the ASCII ``ascii_text`` holds a capital letter (vectorised: cheaper than
+    lowering 5 MB of names only to find that nothing changed)."""
+    return has_byte_in(ascii_text.encode("ascii"), 0x41, 0x5A)
 
 
 def _lines_with(joined: str, needles: tuple[str, ...], haystack: str | None = None) -> list[str]:
@@ -321,15 +330,26 @@ def _joined(names: list[str]) -> str:
     """All names, one per line (and a last newline): lets one C-speed ``find`` scan 10^5 names
     (see :func:`_lines_with`). A name holding a newline (never a module path, but a safetensors
     key may be any string) is left out, so that every line is a whole name."""
-    joined = "\n".join(names) + "\n"
-    if joined.count("\n") == len(names):
-        return joined
-    return "".join(n + "\n" for n in names if "\n" not in n)
+    return _joined_and_odd(names)[0]
+
+
+def _joined_and_odd(names: list[str]) -> tuple[str, list[str]]:
+    """:func:`_joined` and the names it leaves out (:func:`_multiline`), with one count."""
+    joined = "\n".join([*names, ""])
+    if _line_count(joined) == len(names):
+        return joined, []
+    return "".join(n + "\n" for n in names if "\n" not in n), [n for n in names if "\n" in n]
 
 
 def _multiline(names: list[str], joined: str) -> list[str]:
     """The names :func:`_joined` left out of ``joined``."""
-    return [] if joined.count("\n") == len(names) else [n for n in names if "\n" in n]
+    return [] if _line_count(joined) == len(names) else [n for n in names if "\n" in n]
+
+
+def _line_count(joined: str) -> int:
+    """How many newlines ``joined`` holds (vectorised: ``str.count`` of one character is a
+    character-at-a-time loop over 5 MB of names). In UTF-8 byte 10 is only ever a newline."""
+    return count_byte(joined.encode("utf-8", "surrogatepass"), 10)
 
 
 def _has_prefix(sorted_names: list[str], prefixes: list[str]) -> bool:

@@ -29,7 +29,11 @@ def frozen(cls: type[_T]) -> type[_T]:
     microseconds slower a call, where none of them is on a hot path. Fields may have a default
     or a ``default_factory`` and ``repr``/``compare``/``hash`` flags; anything else
     (``init=False``, ``kw_only``, ``__post_init__``) is refused here rather than half supported.
-    ``tests/test_records.py`` holds it to ``dataclass``'s behaviour."""
+    ``tests/test_records.py`` holds it to ``dataclass``'s behaviour. A record must have a
+    docstring: ``dataclass`` makes one for a class without, with ``inspect.signature``, whose
+    first call costs a few milliseconds of start-up."""
+    if not cls.__doc__:
+        raise TypeError(f"{cls.__name__}: a @frozen record needs a docstring")
     built: Any = dataclass(init=False, repr=False, eq=False)(cls)
     flds = fields(built)
     if hasattr(cls, "__post_init__") or any(not f.init or f.kw_only is True for f in flds):

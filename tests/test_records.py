@@ -79,14 +79,25 @@ def test_unsupported_fields_are_refused_loudly() -> None:
     with pytest.raises(TypeError, match="plain fields"):
         @frozen
         class Late:
+            """Not built by __init__."""
+
             x: int = field(init=False, default=0)
     with pytest.raises(TypeError, match="plain fields"):
         @frozen
         class Post:
+            """Checked after __init__."""
+
             x: int
 
             def __post_init__(self) -> None:
                 pass
+
+
+def test_a_record_without_a_docstring_is_refused() -> None:
+    with pytest.raises(TypeError, match="docstring"):
+        @frozen
+        class Bare:
+            x: int
 
 
 def test_the_package_records_are_built_by_it() -> None:

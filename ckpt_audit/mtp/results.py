@@ -74,6 +74,8 @@ class SpeculateFigures:
 
 @frozen
 class BlockGrad:
+    """One block: gradient norms of the main and the MTP loss, and their ratio."""
+
     block: int
     main_grad_norm: float
     mtp_grad_norm: float

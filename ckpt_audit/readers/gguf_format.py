@@ -47,6 +47,8 @@ class GGUFTensor:
 
 @frozen
 class GGUFHeader:
+    """A parsed GGUF header: version, metadata, tensors by name and where the data starts."""
+
     version: int
     metadata: dict[str, Any]
     tensors: dict[str, GGUFTensor]

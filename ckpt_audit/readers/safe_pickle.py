@@ -73,6 +73,8 @@ class TensorRef:
 
 @frozen
 class _DType:
+    """A numpy dtype named in a pickle, kept by name."""
+
     name: str
 
 

@@ -37,6 +37,8 @@ class Case:
 
 @frozen
 class Suite:
+    """A JUnit test suite: a name and its cases."""
+
     name: str
     cases: tuple[Case, ...]
 

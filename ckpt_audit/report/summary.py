@@ -11,6 +11,8 @@ STATUS_ORDER = {s: i for i, s in enumerate(Status)}
 
 @frozen
 class RoleSummary:
+    """The gains of one role: how many, their ratio range, the worst severity, counts by status."""
+
     role: Role
     count: int
     min_ratio: float

@@ -40,6 +40,8 @@ DEFAULT_BASELINE_ROLES = ("final", "mtp")
 
 @frozen
 class BaselineGain:
+    """One gain of a baseline report: name, role and ‖γ_eff‖₂ / √n."""
+
     name: str
     role: str
     ratio: float

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-from json.encoder import encode_basestring_ascii as _string
 from collections.abc import Mapping
 from dataclasses import asdict
+from json.encoder import encode_basestring_ascii as _string
 from typing import TYPE_CHECKING, Any
 
 from ckpt_audit.records import AuditReport, NormRecord

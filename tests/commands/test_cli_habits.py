@@ -25,8 +25,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def _commands():
     import typer
 
-    from ckpt_audit.cli import app
+    from ckpt_audit.cli import app, register_commands
 
+    register_commands()  # every command, whatever ran before (alone, only some are registered)
     return typer.main.get_command(app)
 
 

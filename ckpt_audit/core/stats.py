@@ -96,7 +96,7 @@ def _extreme(g: np.ndarray, neg_dev: np.ndarray) -> tuple[tuple[int, float], ...
             top = np.concatenate([better, np.flatnonzero(neg_dev == cut)[: k - better.size]])
     else:
         top = np.arange(n)
-    rows = sorted(zip(neg_dev[top].tolist(), top.tolist(), g[top].tolist()))
+    rows = sorted(zip(neg_dev[top].tolist(), top.tolist(), g[top].tolist(), strict=True))
     return tuple((i, v) for _, i, v in rows)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from ckpt_audit.core.layouts import (
     BIAS_PARAMS,
@@ -167,8 +167,8 @@ def _index_key(name: str) -> tuple[tuple[int, int | str], ...]:
 def discover(tensors: Mapping[str, TensorInfo], cfg: dict[str, Any]) -> Discovery:
     """Every gain (1-D floating tensor named like a norm) with its role, plus MTP checks."""
     names = sorted(tensors)
-    joined, odd = _joined_and_odd(names)
-    normish = _normish(names, joined, odd)
+    joined, odd, capital = _join(names)
+    normish = _normish(names, joined, odd, capital)
     mtp_ids = _mtp_layer_ids(names, cfg, joined, normish)
     findings: list[Finding] = []
     gains: list[str] = []
@@ -289,24 +289,21 @@ def _layout_prefixes(layout: MtpLayout, depths: int, n_layers: int | None) -> li
 _NORMISH = ("norm", "ln", "rms_")
 
 
-def _normish(names: list[str], joined: str, odd: list[str] | None = None) -> list[str]:
+def _normish(names: list[str], joined: str, odd: list[str] | None = None,
+             capital: bool | None = None) -> list[str]:
     """The names (sorted) that contain one of :data:`_NORMISH` in any case: the cheap filter
     before a name is classified (10^5 names, a few hundred norms). Literal finds over the joined
     names (lowered only where a capital letter is in them: most checkpoints have none); per name
     only where the names are not all ASCII (``lower`` could change a line's length there).
-    ``odd`` is :func:`_multiline` of the same names, when the caller has it."""
+    ``odd`` and ``capital`` are :func:`_join`'s, when the caller has them."""
     if not joined.isascii():
         return sorted(n for n in names if any(k in n.lower() for k in _NORMISH))
-    found = _lines_with(joined, _NORMISH, joined.lower() if _has_capital(joined) else None)
+    if capital is None:
+        capital = has_byte_in(joined.encode("ascii"), 0x41, 0x5A)
+    found = _lines_with(joined, _NORMISH, joined.lower() if capital else None)
     odd = _multiline(names, joined) if odd is None else odd
     extra = [n for n in odd if any(k in n.lower() for k in _NORMISH)]
     return sorted(found + extra)
-
-
-def _has_capital(ascii_text: str) -> bool:
-    """Whether the ASCII ``ascii_text`` holds a capital letter (vectorised: cheaper than
-    lowering 5 MB of names only to find that nothing changed)."""
-    return has_byte_in(ascii_text.encode("ascii"), 0x41, 0x5A)
 
 
 def _lines_with(joined: str, needles: tuple[str, ...], haystack: str | None = None) -> list[str]:
@@ -330,15 +327,26 @@ def _joined(names: list[str]) -> str:
     """All names, one per line (and a last newline): lets one C-speed ``find`` scan 10^5 names
     (see :func:`_lines_with`). A name holding a newline (never a module path, but a safetensors
     key may be any string) is left out, so that every line is a whole name."""
-    return _joined_and_odd(names)[0]
+    return _join(names).joined
 
 
-def _joined_and_odd(names: list[str]) -> tuple[str, list[str]]:
-    """:func:`_joined` and the names it leaves out (:func:`_multiline`), with one count."""
+class _Joined(NamedTuple):
+    joined: str  # :func:`_joined`
+    odd: list[str]  # the names it leaves out (:func:`_multiline`)
+    capital: bool  # whether a name holds an ASCII capital letter
+
+
+def _join(names: list[str]) -> _Joined:
+    """:func:`_joined` and what :func:`_normish` needs to know of it, from one encoding of the
+    joined names (vectorised scans: ``str.count`` and ``str.lower`` go a character at a time
+    over 5 MB of names). In UTF-8, bytes 10 and 0x41-0x5A are only ever a newline and capitals."""
     joined = "\n".join([*names, ""])
-    if _line_count(joined) == len(names):
-        return joined, []
-    return "".join(n + "\n" for n in names if "\n" not in n), [n for n in names if "\n" in n]
+    data = joined.encode("utf-8", "surrogatepass")
+    capital = has_byte_in(data, 0x41, 0x5A)
+    if count_byte(data, 10) == len(names):
+        return _Joined(joined, [], capital)
+    return _Joined("".join(n + "\n" for n in names if "\n" not in n),
+                   [n for n in names if "\n" in n], capital)
 
 
 def _multiline(names: list[str], joined: str) -> list[str]:

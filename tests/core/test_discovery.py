@@ -256,3 +256,30 @@ def test_every_mtp_marker_is_a_norm_so_the_normish_lines_hold_it() -> None:
         assert name in _normish(names, joined), layout.name
         assert detect_mtp_layout(names, {}, joined, _normish(names, joined)) is layout
         assert detect_mtp_layout(names, {}) is layout
+
+
+def test_one_find_rules_out_every_mtp_module_prefix() -> None:
+    """check_mtp skips the MTP module prefixes when their common core is nowhere in the names:
+    the table must keep that core in every prefix."""
+    from ckpt_audit.core.discovery import MTP_PREFIX_CORE
+    from ckpt_audit.core.layouts import MTP_PREFIXES
+
+    assert all(MTP_PREFIX_CORE in p for p in MTP_PREFIXES)
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_prefix_search_agrees_with_a_plain_scan(many: bool) -> None:
+    """_has_prefix, by literal finds (a few prefixes) or a binary search (many), says what a
+    plain startswith over every name says, names holding a newline included."""
+    from ckpt_audit.core.discovery import _has_prefix, _join
+
+    rng = np.random.default_rng(3)
+    parts = ["model", "layers", "mtp", "blk", "0", "61", "7", "x\ny", "enorm", "weight", "."]
+    names = sorted({".".join(rng.choice(parts, int(rng.integers(1, 5)))) for _ in range(300)})
+    heads = ["model.layers.61.", "layers.7.", "blk.0.", "mtp.", "x\ny.", "y.", "nothing."]
+    joined, odd, _ = _join(list(reversed(names)))
+    assert odd, "the case of a name holding a newline is in the sample"
+    for k in range(len(heads)):
+        prefixes = heads[k:k + 1] * (12 if many else 1)
+        want = any(n.startswith(p) for n in names for p in prefixes)
+        assert _has_prefix(list(reversed(names)), joined, odd, prefixes) is want, prefixes

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from json.encoder import encode_basestring_ascii as _string
 from typing import TYPE_CHECKING, Any
@@ -93,29 +93,23 @@ def _encode(obj: Any, out: list[str], newline: str) -> None:
         out.append("{}" if kind is dict else "[]")
         return
     inner = newline + "  "
-    sep = ("{" if kind is dict else "[") + inner
+    labels: list[str]
+    values: Iterable[Any]
     if kind is dict:
-        for key, value in obj.items():
-            if type(key) is not str:
-                raise _Unknown
-            out.append(sep)
-            out.append(_string(key))
-            out.append(": ")
-            text = _scalar(value)
-            if text is None:
-                _encode(value, out, inner)
-            else:
-                out.append(text)
-            sep = "," + inner
+        if any(type(key) is not str for key in obj):
+            raise _Unknown
+        labels, values = [_string(key) + ": " for key in obj], obj.values()
     else:
-        for value in obj:
-            out.append(sep)
-            text = _scalar(value)
-            if text is None:
-                _encode(value, out, inner)
-            else:
-                out.append(text)
-            sep = "," + inner
+        labels, values = [""] * len(obj), obj
+    sep = ("{" if kind is dict else "[") + inner
+    for label, value in zip(labels, values, strict=True):
+        out.append(sep + label)
+        text = _scalar(value)
+        if text is None:
+            _encode(value, out, inner)
+        else:
+            out.append(text)
+        sep = "," + inner
     out.append(newline + ("}" if kind is dict else "]"))
 
 

@@ -151,7 +151,7 @@ def entry() -> NoReturn:
 
     Design note: a normal interpreter exit frees every object one at a time and tears down every
     module; after an audit of DeepSeek-V3 (~10^5 names from its index and headers) that is
-    ~25 ms which change nothing a user sees. So, when no other thread runs, the exit handlers
+    25-70 ms which change nothing a user sees. So, when no other thread runs, the exit handlers
     (:mod:`atexit`) run, stdout and stderr are flushed, and the process ends with ``os._exit``
     and the same status. Anything unusual (a flush that fails, another thread) takes the normal
     exit instead. Library callers and tests call :func:`main`, which never ends the process

@@ -183,8 +183,9 @@ def entry() -> NoReturn:
     if threading is None or threading.active_count() == 1:
         atexit._run_exitfuncs()
         try:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:  # None: started with the descriptor closed (``2>&-``)
+                    stream.flush()
         except (OSError, ValueError):
             sys.exit(code)
         os._exit(code)

@@ -193,3 +193,20 @@ def test_exit_status_follows_the_interpreter():
 
     assert [exit_status(c) for c in (None, 0, 1, 2, 141)] == [0, 0, 1, 2, 141]
     assert exit_status("a message") == 1  # printed to stderr first, as sys.exit does
+
+
+def test_the_console_entry_keeps_its_status_with_stderr_closed_and_under_oo(demo):
+    """Started with stderr closed (cron's ``2>&-``: ``sys.stderr`` is None) a passing audit still
+    exits 0 and a failing one 1; ``python -OO`` (no docstrings) still starts."""
+    code = "import sys; from ckpt_audit.cli import entry; sys.argv[0] = 'ckpt-audit'; entry()"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for path in (demo["step 0"], demo["step 3000"]):
+        ref = run_cli(["audit", path])
+        p = subprocess.run([sys.executable, "-c", code, "audit", path], stdout=subprocess.PIPE,
+                           cwd=ROOT, env=env, timeout=120, preexec_fn=lambda: os.close(2))
+        assert p.returncode == ref.code, path
+    assert {run_cli(["audit", demo["step 0"]]).code, run_cli(["audit", demo["step 3000"]]).code} \
+        == {0, 1}
+    p = subprocess.run([sys.executable, "-OO", "-m", "ckpt_audit", "--version"],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("ckpt-audit "), p.stderr

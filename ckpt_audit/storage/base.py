@@ -166,8 +166,9 @@ def no_repeated_keys(raw: bytes, keys: int) -> bool:
     return count_byte(raw, 0x3A) == keys or colons_outside_strings(raw) == keys
 
 
-#: Bytes per step of :func:`count_byte` and :func:`has_byte_below`: the step's temporaries stay
-#: in a core's cache and are reused, never a fresh 9 MB to fault in.
+#: Bytes per step of the byte scans below (:func:`count_byte`, :func:`has_byte_in`,
+#: :func:`has_byte_below`): the step's temporaries stay in a core's cache and are reused, never
+#: a fresh 9 MB to fault in.
 _STEP = 1 << 18
 
 

@@ -10,6 +10,7 @@ Every :class:`~ckpt_audit.errors.CkptAuditError` becomes one line on stderr and 
 from __future__ import annotations
 
 import atexit
+import functools
 import gc
 import importlib
 import os
@@ -19,7 +20,7 @@ from typing import NoReturn
 
 import typer
 
-from ckpt_audit import __version__
+from ckpt_audit import __version__, commands
 from ckpt_audit.commands._common import EXIT_CLOSED_PIPE
 from ckpt_audit.errors import CkptAuditError, error_text, escape
 
@@ -61,11 +62,11 @@ class _Command(typer.core.TyperCommand):
 _registered: set[str] = set()
 
 
-def _command_modules() -> list[str]:
-    import ckpt_audit.commands as commands
-
-    return sorted(m.name for m in pkgutil.iter_modules(commands.__path__)
-                  if not m.name.startswith("_"))
+@functools.cache
+def _command_modules() -> tuple[str, ...]:
+    """The command modules, found once per process (``entry`` and ``main`` both register)."""
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(commands.__path__)
+                        if not m.name.startswith("_")))
 
 
 def register_commands(argv: list[str] | None = None) -> None:
@@ -74,7 +75,7 @@ def register_commands(argv: list[str] | None = None) -> None:
     wanted = _command_modules()
     first = next((a for a in argv or () if not a.startswith("-")), None)
     if first is not None and first in wanted:
-        wanted = [first]
+        wanted = (first,)
     for name in wanted:
         if name in _registered:
             continue

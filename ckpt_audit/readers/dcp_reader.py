@@ -28,13 +28,13 @@ from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.dcp_metadata import METADATA_LIMIT, DcpChunk, DcpTensor, parse_metadata
 from ckpt_audit.readers.megatron_common import args_config, resolve_iteration, uses_offset_gains
 from ckpt_audit.readers.safe_pickle import TensorRef
+from ckpt_audit.readers.signatures import DCP_METADATA as METADATA
+from ckpt_audit.readers.signatures import NEMO_WEIGHTS
 from ckpt_audit.readers.torch_reader import strip_prefixes
 from ckpt_audit.readers.torch_zip import ZIP_MAGIC, TorchArchive
 from ckpt_audit.records import Convention, TensorInfo
 from ckpt_audit.storage import ByteSource, Location
 
-METADATA = ".metadata"
-NEMO_WEIGHTS = "weights"  # NeMo 2: <ckpt>/weights/ (torch_dist) beside <ckpt>/context/
 #: top-level state-dict entries that are never model weights (optimizer moments, schedulers...)
 SKIP_PREFIXES = ("optim.", "optimizer.", "optimizer_states.", "optimizer_state.",
                  "lr_scheduler.", "dataloader.", "train_state.", "rng_state.", "scheduler.")

@@ -28,12 +28,12 @@ from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.deepspeed_zero3 import Zero3Layout
 from ckpt_audit.readers.megatron_common import folder_exists, present
 from ckpt_audit.readers.safe_pickle import TensorRef, flatten_state
+from ckpt_audit.readers.signatures import DEEPSPEED_LATEST as LATEST
 from ckpt_audit.readers.torch_reader import strip_prefixes
 from ckpt_audit.readers.torch_zip import TorchArchive
 from ckpt_audit.records import Finding, Severity, TensorInfo
 from ckpt_audit.storage import Location
 
-LATEST = "latest"
 MODEL_FILE = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
 ZERO3_FILE = re.compile(r"^zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt$")
 OPTIM_FILE = re.compile(r"^.*_optim_states\.pt$")

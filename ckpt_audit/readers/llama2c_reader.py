@@ -32,12 +32,12 @@ import numpy as np
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.dtypes import ITEMSIZE, decode
+from ckpt_audit.readers.torch_zip import ZIP_MAGIC
 from ckpt_audit.records import Convention, TensorInfo, frozen
 from ckpt_audit.storage import ByteSource, Location
 
 MAGIC = 0x616B3432
 V1_HEADER = 256
-ZIP_MAGIC = b"PK\x03\x04"
 
 
 @frozen

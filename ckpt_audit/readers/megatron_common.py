@@ -21,9 +21,8 @@ from typing import Any
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers import safe_pickle
+from ckpt_audit.readers.signatures import TRACKER
 from ckpt_audit.storage import Location
-
-TRACKER = "latest_checkpointed_iteration.txt"
 
 #: Globals Megatron checkpoints contain, made inert (megatron-core's safe_globals.py + numpy).
 MEGATRON_INERT_GLOBALS: tuple[tuple[str, str], ...] = (

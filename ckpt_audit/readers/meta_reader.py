@@ -19,6 +19,8 @@ import numpy as np
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers.replicas import replica_findings
 from ckpt_audit.readers.safe_pickle import TensorRef
+from ckpt_audit.readers.signatures import META_PARAMS as PARAMS
+from ckpt_audit.readers.signatures import meta_folder
 from ckpt_audit.readers.torch_reader import TorchReader, find_state_dict
 from ckpt_audit.records import TensorInfo
 from ckpt_audit.storage import Location
@@ -32,7 +34,6 @@ PARTITION_DIM: tuple[tuple[str, int], ...] = (
     ("feed_forward.w2.weight", 1),
 )
 CONSOLIDATED = re.compile(r"^consolidated\.(\d{2,})\.pth$")
-PARAMS = "params.json"
 
 
 class MetaReader(TorchReader):
@@ -53,7 +54,7 @@ class MetaReader(TorchReader):
         if not loc.is_dir():
             return False
         names = loc.listdir()
-        return PARAMS in names and any(CONSOLIDATED.match(n) for n in names)
+        return meta_folder(names) and any(CONSOLIDATED.match(n) for n in names)
 
     def _file_locations(self, loc: Location) -> dict[str, Location]:
         if not loc.is_dir():

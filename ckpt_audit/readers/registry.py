@@ -1,32 +1,39 @@
 """Which formats exist and in which order they are tried.
 
 Detection order matters: the more specific layouts (Megatron, DCP, DeepSpeed run folders) come
-before the generic ones (a folder of safetensors). Each entry is ``(format name, module, class)``,
-imported lazily so that opening a safetensors file never imports torch or gguf.
+before the generic ones (a folder of safetensors). Each entry is ``(format name, module, class,
+folder signature)``; a reader is imported only when asked, and a local folder asks only the
+readers whose signature its listing fits (:mod:`ckpt_audit.readers.signatures`), so auditing a
+folder of safetensors imports neither the pickle readers nor GGUF's.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable, Collection
 
 from ckpt_audit.errors import DetectionError
+from ckpt_audit.readers import signatures as sig
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.storage import Location, location
 
-#: (format name, module path, class name), in detection order.
-READERS: list[tuple[str, str, str]] = [
-    ("megatron-torch_dist", "ckpt_audit.readers.dcp_reader", "MegatronDistReader"),
-    ("megatron-legacy", "ckpt_audit.readers.megatron_legacy", "MegatronLegacyReader"),
-    ("dcp", "ckpt_audit.readers.dcp_reader", "DcpReader"),
-    ("deepspeed", "ckpt_audit.readers.deepspeed_reader", "DeepSpeedReader"),
-    ("meta", "ckpt_audit.readers.meta_reader", "MetaReader"),
-    ("safetensors", "ckpt_audit.readers.safetensors_reader", "SafetensorsReader"),
-    ("torch", "ckpt_audit.readers.torch_reader", "TorchReader"),
+#: (format name, module path, class name, folder signature), in detection order.
+READERS: list[tuple[str, str, str, Callable[[Collection[str]], bool]]] = [
+    ("megatron-torch_dist", "ckpt_audit.readers.dcp_reader", "MegatronDistReader",
+     sig.dcp_folder_marks),
+    ("megatron-legacy", "ckpt_audit.readers.megatron_legacy", "MegatronLegacyReader",
+     sig.megatron_legacy_folder),
+    ("dcp", "ckpt_audit.readers.dcp_reader", "DcpReader", sig.dcp_folder_marks),
+    ("deepspeed", "ckpt_audit.readers.deepspeed_reader", "DeepSpeedReader", sig.deepspeed_folder),
+    ("meta", "ckpt_audit.readers.meta_reader", "MetaReader", sig.meta_folder),
+    ("safetensors", "ckpt_audit.readers.safetensors_reader", "SafetensorsReader",
+     sig.safetensors_folder),
+    ("torch", "ckpt_audit.readers.torch_reader", "TorchReader", sig.torch_folder),
     # single files recognised by their first bytes (GGUF magic; llama2.c magic or a sane header
     # that matches the file size), after torch so that a zip named *.bin is never llama2.c
-    ("gguf", "ckpt_audit.readers.gguf_reader", "GGUFReader"),
-    ("llama2c", "ckpt_audit.readers.llama2c_reader", "Llama2cReader"),
+    ("gguf", "ckpt_audit.readers.gguf_reader", "GGUFReader", sig.file_only),
+    ("llama2c", "ckpt_audit.readers.llama2c_reader", "Llama2cReader", sig.file_only),
 ]
 
 #: Formats a single file can be, tried on each file of a folder no folder layout matched.
@@ -66,17 +73,27 @@ SUPERSEDES: dict[str, frozenset[str]] = {
 
 def available_formats() -> list[str]:
     """Names accepted by ``--format-hint``."""
-    return [name for name, _, _ in READERS]
+    return [name for name, _, _, _ in READERS]
 
 
 def reader_class(fmt: str) -> type[CheckpointReader]:
     """The reader class for one format name."""
-    for name, module, cls in READERS:
+    for name, module, cls, _ in READERS:
         if name == fmt:
             return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
     raise DetectionError(
         f"unknown format {fmt!r}; known formats: {', '.join(available_formats())}"
     )
+
+
+def candidate_formats(loc: Location) -> list[str]:
+    """The formats whose reader is asked about ``loc``, in detection order: for a local folder
+    those whose signature its listing fits, else all of them (a file; a remote folder, whose
+    listing may be a probe of well-known names)."""
+    if loc.local_path is None or not loc.is_dir():
+        return available_formats()
+    names = frozenset(loc.listdir())
+    return [name for name, _, _, fits in READERS if fits(names)]
 
 
 def weight_files(folder: Location) -> list[tuple[str, str]]:
@@ -137,7 +154,7 @@ def _open(path: str | Location, format_hint: str | None = None) -> CheckpointRea
         raise DetectionError("no such file or folder", loc.display)
     if format_hint:
         return reader_class(format_hint)(loc)
-    matches = [name for name, _, _ in READERS if reader_class(name).detect(loc)]
+    matches = [name for name in candidate_formats(loc) if reader_class(name).detect(loc)]
     dropped = {old for m in matches for old in SUPERSEDES.get(m, ())}
     matches = [m for m in matches if m not in dropped]
     if len(matches) > 1:

@@ -18,13 +18,14 @@ from ckpt_audit.errors import FormatError
 from ckpt_audit.readers.base import CheckpointReader
 from ckpt_audit.readers.hf_index import TORCH_INDEX, shard_locations
 from ckpt_audit.readers.safe_pickle import TensorRef, flatten_state
+from ckpt_audit.readers.signatures import TORCH_SINGLE_NAMES as SINGLE_NAMES
+from ckpt_audit.readers.signatures import torch_folder
 from ckpt_audit.readers.torch_legacy import LEGACY_MAGIC, LegacyArchive, is_legacy
 from ckpt_audit.readers.torch_zip import ZIP_MAGIC, TorchArchive
 from ckpt_audit.records import TensorInfo
 from ckpt_audit.storage import ByteSource, Location
 
 INDEX_NAME = TORCH_INDEX
-SINGLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "consolidated.pth")
 SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 #: Keys that wrap the state dict in training checkpoints, in the order they are tried.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "model_state", "network")
@@ -150,8 +151,7 @@ class TorchReader(CheckpointReader):
     @classmethod
     def detect(cls, loc: Location) -> bool:
         if loc.is_dir():
-            names = loc.listdir()
-            return INDEX_NAME in names or any(n in names for n in SINGLE_NAMES)
+            return torch_folder(loc.listdir())
         try:
             src = loc.open()
             try:

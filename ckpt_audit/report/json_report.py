@@ -56,27 +56,25 @@ class _Unknown(Exception):
     """A value :func:`_encode` leaves to ``json.dumps``."""
 
 
-_INF = float("inf")
+#: The JSON text of a value of exactly these types, by C functions (no Python frame per value);
+#: a float's text is checked against :data:`_NONFINITE` afterwards (JSON has no NaN).
+_TEXT: dict[type, Any] = {
+    str: _string, float: float.__repr__, int: int.__repr__,
+    bool: {True: "true", False: "false"}.__getitem__, type(None): {None: "null"}.__getitem__,
+}
+#: ``float.__repr__`` of the non-finite floats: no other value's text is one of these.
+_NONFINITE = frozenset({"nan", "inf", "-inf"})
 
 
 def _scalar(obj: Any) -> str | None:
     """The JSON text of a str, int, float, bool or None (``None`` for anything else)."""
-    kind = type(obj)
-    if kind is str:
-        return _string(obj)
-    if kind is float:
-        if obj != obj or obj == _INF or obj == -_INF:
-            raise _Unknown
-        return float.__repr__(obj)
-    if kind is int:
-        return int.__repr__(obj)
-    if obj is None:
-        return "null"
-    if obj is True or obj is False:
-        return "true" if obj else "false"
-    if isinstance(obj, str):  # a str enum: json writes its value
-        return _string(obj)
-    return None
+    text_of = _TEXT.get(type(obj))
+    if text_of is None:
+        return _string(obj) if isinstance(obj, str) else None  # a str enum: json writes its value
+    text: str = text_of(obj)
+    if text in _NONFINITE:
+        raise _Unknown
+    return text
 
 
 def _encode(obj: Any, out: list[str], newline: str) -> None:
@@ -93,24 +91,46 @@ def _encode(obj: Any, out: list[str], newline: str) -> None:
         out.append("{}" if kind is dict else "[]")
         return
     inner = newline + "  "
-    labels: list[str]
     values: Iterable[Any]
     if kind is dict:
         if any(type(key) is not str for key in obj):
             raise _Unknown
-        labels, values = [_string(key) + ": " for key in obj], obj.values()
-    else:
-        labels, values = [""] * len(obj), obj
-    sep = ("{" if kind is dict else "[") + inner
-    for label, value in zip(labels, values, strict=True):
-        out.append(sep + label)
-        text = _scalar(value)
-        if text is None:
-            _encode(value, out, inner)
-        else:
-            out.append(text)
         sep = "," + inner
+        heads = [sep + k + ": " for k in map(_string, obj)]
+        heads[0] = "{" + inner + heads[0][len(sep):]
+        values = obj.values()
+    else:
+        heads = ["," + inner] * len(obj)
+        heads[0] = "[" + inner
+        values = obj
+    texts = _TEXT
+    for head, value in zip(heads, values, strict=True):
+        out.append(head)
+        text_of = texts.get(type(value))
+        if text_of is not None:
+            text = text_of(value)
+            if text in _NONFINITE:
+                raise _Unknown
+            out.append(text)
+        elif type(value) is list and value and _flat_list(value, out, inner):
+            continue
+        else:
+            _encode(value, out, inner)
     out.append(newline + ("}" if kind is dict else "]"))
+
+
+def _flat_list(items: list[Any], out: list[str], newline: str) -> bool:
+    """Append a non-empty list of plain scalars (a channel's ``[index, value]`` pair, most
+    often) in one piece and return True; False, with nothing appended, for any other list."""
+    funcs: list[Any] = [_TEXT.get(type(x)) for x in items]
+    if None in funcs:
+        return False
+    texts = [f(x) for f, x in zip(funcs, items, strict=True)]
+    if not _NONFINITE.isdisjoint(texts):
+        raise _Unknown
+    inner = newline + "  "
+    out.append("[" + inner + ("," + inner).join(texts) + newline + "]")
+    return True
 
 
 def norm_to_dict(rec: NormRecord) -> dict[str, Any]:

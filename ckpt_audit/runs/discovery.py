@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from ckpt_audit.errors import CkptAuditError, DetectionError
 from ckpt_audit.readers.hf_index import shard_names
 from ckpt_audit.readers.safetensors_format import declared_size, prefix_length
+from ckpt_audit.readers.signatures import DEEPSPEED_LATEST, TRACKER
 from ckpt_audit.records import frozen
 from ckpt_audit.storage.local import open_regular, read_json_local, read_local
 
@@ -51,7 +52,7 @@ PARTIAL_PREFIXES = ("tmp", ".tmp", ".~", "~")
 #: Files that hold weights; a checkpoint without any of them is not a model checkpoint.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".distcp", ".gguf", ".ckpt")
 #: Tracker files written after a save finishes (Megatron, DeepSpeed).
-TRACKERS = ("latest_checkpointed_iteration.txt", "latest")
+TRACKERS = (TRACKER, DEEPSPEED_LATEST)
 
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<k>\d{5})-of-(?P<n>\d{5})\.(?P<ext>safetensors|bin)$")
 _MAX_DEPTH = 4

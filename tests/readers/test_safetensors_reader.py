@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from ckpt_audit.errors import CkptAuditError, DetectionError, FormatError
@@ -94,3 +96,41 @@ def test_folder_without_checkpoint(tmp_path: Path) -> None:
         open_checkpoint(str(tmp_path))
     with pytest.raises(CkptAuditError, match="no such"):
         open_checkpoint(str(tmp_path / "absent"))
+
+
+_NAMES = ["a", "b", "c", "d", "e"]
+_SHARDS = ["s1.safetensors", "s2.safetensors", "s3.safetensors"]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(held=st.lists(st.sets(st.sampled_from(_NAMES), min_size=1), min_size=1, max_size=3),
+       index=st.dictionaries(st.sampled_from(_NAMES), st.integers(0, 2), min_size=1))
+def test_index_and_headers_are_held_to_each_other(tmp_path_factory: pytest.TempPathFactory,
+                                                  held: list[set[str]],
+                                                  index: dict[str, int]) -> None:
+    """Whatever the index says, the reader maps each name to the file (of those the index
+    names) whose header holds it, refuses a name held twice or an index entry no header holds,
+    and never trusts the index over the headers (the oracle: the headers alone)."""
+    from safetensors.numpy import save_file as save_np
+
+    folder = tmp_path_factory.mktemp("agree")
+    for shard, names in zip(_SHARDS, held, strict=False):
+        save_np({n: np.ones(2, np.float32) for n in sorted(names)}, str(folder / shard))
+    wm = {n: _SHARDS[i % len(held)] for n, i in index.items()}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": wm}))
+    holders: dict[str, list[str]] = {}  # over the files the index names: the checkpoint
+    for shard, names in zip(_SHARDS, held, strict=False):
+        for n in names:
+            if shard in wm.values():
+                holders.setdefault(n, []).append(shard)
+    twice = any(len(v) > 1 for v in holders.values())
+    unheld = set(wm) - set(holders)
+    try:
+        with open_checkpoint(str(folder)) as r:
+            got = {n: Path(info.source).name for n, info in r.tensors().items()}
+    except FormatError as exc:
+        assert twice or unheld, exc
+        return
+    assert not twice and not unheld
+    assert got == {n: v[0] for n, v in holders.items()}

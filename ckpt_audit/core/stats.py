@@ -122,12 +122,14 @@ def _segment_sums(x: np.ndarray, sizes: np.ndarray, starts: np.ndarray,
     return out
 
 
-#: Elements per vectorised batch: big enough to amortise numpy's per-call cost, small enough
-#: for the batch's float64 temporaries (64 KiB each) to stay in a core's L2 cache (1 MiB here)
-#: when other processes contend for the shared L3. On a DeepSeek-V3's 10^6 gain channels,
-#: simulated with cachegrind (1 MiB last level): 65536 misses it 3.7 M times, 8192 0.27 M times
-#: for 146 M instructions instead of 113 M; timed on a busy 2-core VM, 8192 took half the time.
-BATCH = 8192
+#: Elements per vectorised batch: big enough to amortise numpy's per-call cost (a dozen calls a
+#: batch, two dozen for its sums), small enough for the batch's float64 temporaries (512 KiB
+#: each) to stay in cache. Measured on DeepSeek-V3's 252 gains (10^6 channels) in fresh
+#: processes, 10 interleaved runs each, median ms: 8192: 63, 16384: 53, 32768: 46, 65536: 43,
+#: 131072: 40, 2^20: 82. (An earlier round chose 8192 from a cachegrind run with a simulated
+#: 1 MiB last level, where 65536 misses 3.7 M times against 0.27 M; the machine's 32 MiB L3
+#: holds the temporaries, and the per-call cost dominates.)
+BATCH = 65536
 
 
 def gain_stats_many(values: Mapping[str, np.ndarray], conventions: Mapping[str, Convention],

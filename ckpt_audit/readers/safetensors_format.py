@@ -9,15 +9,15 @@ the file size before it is trusted, so a hostile header can only produce a :clas
 from __future__ import annotations
 
 import struct
-from collections.abc import KeysView
+from collections.abc import Iterable, KeysView
 from typing import Any, NamedTuple
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers.dtypes import BITS
 from ckpt_audit.readers.safetensors_columns import (
     DTYPE_NAMES,
+    CanonicalHeaders,
     Columns,
-    from_canonical_text,
     from_parsed,
 )
 from ckpt_audit.storage.base import loads_json, loads_json_plain
@@ -119,7 +119,11 @@ def _utf8(raw: bytes, source: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FormatError(f"header is not valid UTF-8 ({exc})", source) from None
+        raise _not_utf8(exc, source) from None
+
+
+def _not_utf8(exc: UnicodeDecodeError, source: str) -> FormatError:
+    return FormatError(f"header is not valid UTF-8 ({exc})", source)
 
 
 def _json_object(raw: bytes, source: str) -> dict[str, Any]:
@@ -158,12 +162,48 @@ def parse_header(raw: bytes, file_size: int, source: str) -> SafetensorsHeader:
     through the strict parse and the entry-by-entry checks, which decide and word the refusal.
     All three accept exactly the same files (``tests/readers/test_safetensors_strict.py``
     cross-checks them)."""
-    data_start = 8 + len(raw)
-    data_len = file_size - data_start
-    canonical = from_canonical_text(raw, _utf8(raw, source), data_len)
-    if canonical is not None:
-        rows, meta, columns = canonical
-        return SafetensorsHeader(rows, columns, dict(meta or {}), data_start, data_len, source)
+    return parse_headers([(raw, file_size, source)])[0]
+
+
+def parse_headers(headers: Iterable[tuple[bytes, int, str] | FormatError]
+                  ) -> list[SafetensorsHeader]:
+    """:func:`parse_header` of each ``(raw, file_size, source)``, taken one at a time (so a
+    header is cut while its bytes are fresh), the canonical ones' offsets proven together
+    (``safetensors_columns.CanonicalHeaders``). The first header, in order, that is refused
+    raises its :class:`FormatError`, as parsing them one by one would; an item that is already
+    a :class:`FormatError` (its file could not be read) is raised in its turn."""
+    canonical = CanonicalHeaders()
+    taken: list[tuple[bytes, int, str] | FormatError] = []
+    for item in headers:
+        if not isinstance(item, FormatError):
+            try:
+                text = item[0].decode("utf-8")
+            except UnicodeDecodeError as exc:  # refused in its turn, below
+                item = _not_utf8(exc, item[2])
+            else:
+                canonical.add(item[0], text, item[1] - 8 - len(item[0]))
+        taken.append(item)
+    found = iter(canonical.finish())
+    out: list[SafetensorsHeader] = []
+    for item in taken:
+        if isinstance(item, FormatError):
+            raise item
+        raw, file_size, source = item
+        data_start = 8 + len(raw)
+        data_len = file_size - data_start
+        columns = next(found)
+        if columns is not None:
+            rows, meta, cols = columns
+            out.append(SafetensorsHeader(rows, cols, dict(meta or {}), data_start, data_len,
+                                         source))
+        else:
+            out.append(_parse_plainly(raw, data_start, data_len, source))
+    return out
+
+
+def _parse_plainly(raw: bytes, data_start: int, data_len: int, source: str) -> SafetensorsHeader:
+    """A header the canonical path declined: parsed plainly and checked in bulk, or else by the
+    strict path, which refuses it with the first problem."""
     obj = loads_json_plain(raw)
     parsed = None
     if isinstance(obj, dict):

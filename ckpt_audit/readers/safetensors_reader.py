@@ -21,6 +21,7 @@ from ckpt_audit.readers.safetensors_format import (
     TensorEntry,
     header_length,
     parse_header,
+    parse_headers,
 )
 from ckpt_audit.readers.signatures import SAFETENSORS_SUFFIX, safetensors_folder
 from ckpt_audit.records import TensorInfo
@@ -96,12 +97,33 @@ class SafetensorsReader(CheckpointReader):
     def _header(self, shard: str) -> SafetensorsHeader:
         hdr = self._headers.get(shard)
         if hdr is None:
-            src = self._source(shard)
-            size = src.size()
-            n = header_length(src.read(0, min(8, size)) if size else b"", size, src.name)
-            hdr = parse_header(src.read(8, n), size, src.name)
+            hdr = parse_header(*self._header_bytes(shard))
             self._headers[shard] = hdr
         return hdr
+
+    def _header_bytes(self, shard: str) -> tuple[bytes, int, str]:
+        """The JSON header of ``shard`` (the N bytes after its length), its file size and name."""
+        src = self._source(shard)
+        size = src.size()
+        n = header_length(src.read(0, min(8, size)) if size else b"", size, src.name)
+        return src.read(8, n), size, src.name
+
+    def _all_headers(self) -> dict[str, SafetensorsHeader]:
+        """Every shard's header, those not parsed yet parsed together (``parse_headers``: the
+        same checks and the same first refusal, in shard order, as one by one)."""
+        todo = [shard for shard in self._files if shard not in self._headers]
+        if todo:
+            self._headers.update(zip(todo, parse_headers(map(self._header_or_error, todo)),
+                                     strict=True))
+        return {shard: self._headers[shard] for shard in self._files}
+
+    def _header_or_error(self, shard: str) -> tuple[bytes, int, str] | FormatError:
+        """:meth:`_header_bytes`, or its refusal, raised in its turn by ``parse_headers``
+        (after the refusal of any shard before it)."""
+        try:
+            return self._header_bytes(shard)
+        except FormatError as exc:
+            return exc
 
     def tensors(self) -> Mapping[str, TensorInfo]:
         if self._infos is None:
@@ -122,8 +144,8 @@ class SafetensorsReader(CheckpointReader):
     def _where_by_headers(self) -> dict[str, str]:
         """Name → shard from the headers; a name in two files is refused."""
         where: dict[str, str] = {}
-        for shard in self._files:
-            names = self._header(shard).raw_names
+        for shard, hdr in self._all_headers().items():
+            names = hdr.raw_names
             clash = where.keys() & names
             if clash:
                 dup = min(clash)
@@ -148,7 +170,7 @@ class SafetensorsReader(CheckpointReader):
         index_map = getattr(self, "_index_map", None)
         if index_map is None:
             return None
-        held = {shard: self._header(shard).raw_names for shard in self._files}
+        held = {shard: hdr.raw_names for shard, hdr in self._all_headers().items()}
         if sum(map(len, held.values())) != len(index_map):
             return None
         names_of = map(held.__getitem__, index_map.values())

@@ -22,7 +22,7 @@ from safetensors import deserialize
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers import safetensors_columns, safetensors_format
-from ckpt_audit.readers.safetensors_format import header_length, parse_header
+from ckpt_audit.readers.safetensors_format import header_length, parse_header, parse_headers
 from ckpt_audit.storage.base import loads_json_plain
 
 SCALE = int(os.environ.get("CKPT_AUDIT_FUZZ", "1"))
@@ -36,7 +36,11 @@ mutation = st.sampled_from(["none", "none", "dtype", "neg", "float", "bool", "si
                             "extra_field", "offsets3", "not_obj", "prefix"])
 
 
-def build(specs: dict[str, tuple[str, list[int]]], mut: str, pick: int) -> bytes:
+def build(specs: dict[str, tuple[str, list[int]]], mut: str, pick: int,
+          compact: bool = False) -> bytes:
+    """A file of ``specs`` with one thing broken (``mut``); ``compact``: the header laid out
+    as the reference writer lays it out (``__metadata__`` first, no spaces: the canonical
+    path's input), else as ``json.dumps`` writes it."""
     header: dict[str, Any] = {}
     at = 0
     for name, (dt, shape) in specs.items():
@@ -82,7 +86,11 @@ def build(specs: dict[str, tuple[str, list[int]]], mut: str, pick: int) -> bytes
         header["__metadata__"] = None
     else:
         header["__metadata__"] = {"format": "pt"}
-    raw = json.dumps(header).encode()
+    if compact:
+        header = {"__metadata__": header.pop("__metadata__"), **header}
+        raw = json.dumps(header, separators=(",", ":")).encode()
+    else:
+        raw = json.dumps(header).encode()
     n = len(raw) + (1 if mut == "prefix" else 0)
     return struct.pack("<Q", n) + raw + b"\0" * data_len
 
@@ -406,3 +414,77 @@ def test_an_overflow_before_a_zero_dimension_is_refused_on_every_path(dtype: str
         blob = struct.pack("<Q", len(raw)) + raw
         assert not reference(blob) and not ours(blob) and not strict_only(blob)
         assert not bulk(blob) and canonical_entries(blob) is None
+
+
+def _items(blobs: list[bytes]) -> list[tuple[bytes, int, str] | FormatError]:
+    items: list[tuple[bytes, int, str] | FormatError] = []
+    for i, blob in enumerate(blobs):
+        try:
+            n = header_length(blob[:8], len(blob), f"f{i}")
+            items.append((blob[8 : 8 + n], len(blob), f"f{i}"))
+        except FormatError as exc:
+            items.append(exc)
+    return items
+
+
+@settings(max_examples=300 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.dictionaries(st.text("abcxyz.0123", min_size=1, max_size=8), entry,
+                                          max_size=5),
+                          mutation, st.integers(0, 100), st.booleans()),
+                min_size=1, max_size=4))
+def test_headers_parsed_together_are_parsed_as_one_by_one(cases: list) -> None:
+    """``parse_headers`` (the readers' path: canonical headers' offsets proven together) takes
+    exactly the headers that ``parse_header`` takes one by one, with the same entries, and
+    refuses with the first refusal in order."""
+    items = _items([build(specs, mut, pick, compact) for specs, mut, pick, compact in cases])
+    singles, first_error = [], None
+    for item in items:
+        try:
+            if isinstance(item, FormatError):
+                raise item
+            singles.append(parse_header(*item))
+        except FormatError as exc:
+            first_error = exc
+            break
+    try:
+        together = parse_headers(items)
+    except FormatError as exc:
+        assert first_error is not None and str(exc) == str(first_error)
+    else:
+        assert first_error is None
+        for a, b in zip(together, singles, strict=True):
+            assert a.tensors == b.tensors and a.metadata == b.metadata
+            assert (a.data_start, a.data_len) == (b.data_start, b.data_len)
+
+
+def test_canonical_headers_have_their_offsets_proven_in_one_pass(monkeypatch) -> None:
+    calls, plain = [], []
+    real_offsets, real_plain = safetensors_columns._offsets, safetensors_format._parse_plainly
+    monkeypatch.setattr(safetensors_columns, "_offsets",
+                        lambda data, lens: calls.append(lens.size) or real_offsets(data, lens))
+    monkeypatch.setattr(safetensors_format, "_parse_plainly",
+                        lambda *a: plain.append(a[-1]) or real_plain(*a))
+    same = ("F32", [2])  # two headers alike but for their entries' order: offsets swapped
+    blobs = [build({"a": same, "b": same}, "none", 0, compact=True),
+             build({"b": same, "a": same}, "none", 0, compact=True),
+             build({"x.norm.weight": ("BF16", [4]), "y": ("I64", [3, 1]), "z": ("U8", [])},
+                   "none", 0, compact=True)]
+    headers = parse_headers(_items(blobs))
+    assert calls == [7] and plain == []  # one proof for all, no header left to another path
+    for i, (blob, hdr) in enumerate(zip(blobs, headers, strict=True)):
+        n = struct.unpack("<Q", blob[:8])[0]
+        alone = parse_header(blob[8 : 8 + n], len(blob), f"f{i}")
+        truth = {k: (v["dtype"], tuple(v["shape"]), 8 + n + v["data_offsets"][0],
+                     8 + n + v["data_offsets"][1])
+                 for k, v in json.loads(blob[8 : 8 + n]).items() if k != "__metadata__"}
+        assert {k: tuple(e) for k, e in hdr.tensors.items()} == truth
+        assert hdr.tensors == alone.tensors
+    # one bad entry anywhere: each header proven alone, the bad one refused in its turn
+    calls.clear()
+    good = blobs[1]
+    n = struct.unpack("<Q", good[:8])[0]
+    raw = good[8 : 8 + n].replace(b'"data_offsets":[0,', b'"data_offsets":[00,', 1)
+    bad = struct.pack("<Q", len(raw)) + raw + good[8 + n:]  # a leading zero: not JSON
+    with pytest.raises(FormatError, match="f1"):
+        parse_headers(_items([blobs[0], bad, blobs[2]]))
+    assert calls == [7, 2, 2, 3]

@@ -100,6 +100,32 @@ def _extreme(g: np.ndarray, neg_dev: np.ndarray) -> tuple[tuple[int, float], ...
     return tuple((i, v) for _, i, v in rows)
 
 
+def _extremes(g: np.ndarray, neg_dev: np.ndarray, starts: np.ndarray, stops: np.ndarray,
+              sizes: np.ndarray) -> list[tuple[tuple[int, float], ...]]:
+    """:func:`_extreme` of each segment, the same channels in the same order: each segment's
+    cut (its k-th smallest ``neg_dev``) found alone, the channels at or below it found for the
+    whole batch in one pass; a segment with ties at its cut (more than k such channels) goes
+    through :func:`_extreme` itself."""
+    cuts = [np.partition(neg_dev[a:b], EXTREME_COUNT - 1)[EXTREME_COUNT - 1]
+            if b - a > EXTREME_COUNT else np.inf
+            for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
+    hits = np.flatnonzero(neg_dev <= np.repeat(cuts, sizes))
+    seg = np.searchsorted(stops, hits, side="right")
+    bounds = np.cumsum(np.bincount(seg, minlength=sizes.size)).tolist()
+    dev, local, value = neg_dev[hits].tolist(), (hits - starts[seg]).tolist(), g[hits].tolist()
+    out = []
+    lo = 0
+    for i, hi in enumerate(bounds):
+        if hi - lo == min(EXTREME_COUNT, int(sizes[i])):
+            rows = sorted(zip(dev[lo:hi], local[lo:hi], value[lo:hi], strict=True))
+            out.append(tuple((j, v) for _, j, v in rows))
+        else:
+            a, b = int(starts[i]), int(stops[i])
+            out.append(_extreme(g[a:b], neg_dev[a:b]))
+        lo = hi
+    return out
+
+
 def _segment_sums(x: np.ndarray, sizes: np.ndarray, starts: np.ndarray,
                   abs_x: np.ndarray | None = None) -> list[float]:
     """The exactly rounded sum of each segment of ``x`` (``math.fsum``'s figure, to the bit).
@@ -186,6 +212,7 @@ def _batch_stats(gains: dict[str, tuple[np.ndarray, float, float]],
     neg_dev = np.subtract(g_all, 1.0, out=work)
     np.abs(neg_dev, out=neg_dev)
     np.negative(neg_dev, out=neg_dev)
+    extremes = _extremes(g_all, neg_dev, starts, stops, sizes)
     out: dict[str, GainStats] = {}
     for i, (name, (_, lo, hi)) in enumerate(zip(names, gains.values(), strict=True)):
         a, b, n = int(starts[i]), int(stops[i]), int(sizes[i])
@@ -195,6 +222,6 @@ def _batch_stats(gains: dict[str, tuple[np.ndarray, float, float]],
         rms = math.sqrt(sum_sq[i] / n)  # channel_spread's RMS: every channel is finite here
         out[name] = GainStats(n, norm, norm / math.sqrt(n), lo, hi,
                               means[i], std, 0, float(near[i]) / n,
-                              _extreme(g_all[a:b], neg_dev[a:b]),
+                              extremes[i],
                               std / rms if rms > 0 else float("nan"), float(negative[i]) / n)
     return out

@@ -154,22 +154,46 @@ class CanonicalHeaders:
         together = _offsets(b"".join(c.offsets for c in live),
                             np.concatenate([c.lens for c in live])) if len(live) > 1 else None
         pairs: list[tuple[np.ndarray, np.ndarray] | None]
+        tiled = False
         if together is not None:
-            bounds = np.cumsum([0, *(c.lens.size for c in live)]).tolist()
+            bounds = np.cumsum([0, *(c.lens.size for c in live)])
             begins, ends = together
-            pairs = [(begins[a:b], ends[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+            tiled = _all_tile(live, bounds, begins, ends)
+            edges = bounds.tolist()
+            pairs = [(begins[a:b], ends[a:b]) for a, b in zip(edges, edges[1:], strict=False)]
         else:  # one header, or one entry failed somewhere: each header alone
             pairs = [_offsets(c.offsets, c.lens) for c in live]
         found = iter(pairs)
         out: list[tuple[dict[str, int], dict[str, str] | None, Columns] | None] = []
         for cut in self._cuts:
             pair = None if cut is None else next(found)
-            if cut is None or pair is None or not _sizes_tile(cut.numel, cut.dtypes, *pair,
-                                                              cut.data_len):
+            if cut is None or pair is None or not (
+                    tiled or _sizes_tile(cut.numel, cut.dtypes, *pair, cut.data_len)):
                 out.append(None)
             else:
                 out.append((cut.rows, cut.meta, Columns(cut.dtypes, cut.dims, *pair)))
         return out
+
+
+def _all_tile(cuts: list[_Cut], bounds: np.ndarray, begins: np.ndarray, ends: np.ndarray
+              ) -> bool:
+    """:func:`_sizes_tile` of every cut header at once (``bounds``: where each one's entries
+    start and end in ``begins`` and ``ends``), for headers listed in offset order, as writers
+    list them; ``False`` when any check fails or any header is listed otherwise (each header
+    is then checked alone)."""
+    first, last = bounds[:-1], bounds[1:] - 1
+    data_lens = np.array([c.data_len for c in cuts], np.int64)
+    numel = np.concatenate([c.numel for c in cuts])
+    bits = _BITS_OF_CODE[np.concatenate([c.dtypes for c in cuts])]
+    sizes = ends - begins
+    if sizes.min() < 0 or not np.array_equal(numel * bits, sizes * 8):
+        return False
+    # in offset order: each header starts at 0, each entry where the one before it ends, and
+    # each header's last entry ends its data section (which bounds every end: all begins >= 0)
+    joins = begins[1:] == ends[:-1]
+    joins[first[1:] - 1] = True  # a header's first entry follows another header's last
+    return bool((begins[first] == 0).all() and joins.all()
+                and np.array_equal(ends[last], data_lens))
 
 
 def _cut(raw: bytes, text: str, data_len: int,

@@ -112,6 +112,10 @@ def from_canonical_text(raw: bytes, text: str, data_len: int
     return found.finish()[0]
 
 
+#: Shapes parsed so far: each ``:[d,d],`` piece's dimensions and element count.
+_Known = tuple[dict[str, tuple[int, ...]], dict[str, int]]
+
+
 class _Cut(NamedTuple):
     """A canonical header cut at its quotes: all but its offsets checked, kept compact (the
     text's ~5,700 pieces are dropped as soon as it is cut)."""
@@ -135,14 +139,15 @@ class CanonicalHeaders:
     calls, so per-call overhead, not the bytes, was most of their cost (~40 ms over 162
     headers). Each header is cut, and its dtypes and shapes checked, as it is added (shapes
     parsed once per distinct shape in the whole batch); the offsets' proof is of each entry on
-    its own, so it is made once over all the entries; each header's tiling is then checked on
-    its own slice. When the one proof fails, each header's offsets are proven alone, exactly as
-    for one header: a batch changes how fast the answer comes, never which header is accepted.
+    its own, so it is made once over all the entries, and so are the sizes and, for headers
+    listed in offset order, the tiling (each header on its own span). When any of these fails,
+    each header is checked alone, exactly as one header is: a batch changes how fast the answer
+    comes, never which header is accepted.
     """
 
     def __init__(self) -> None:
         self._cuts: list[_Cut | None] = []
-        self._shapes: dict[str, tuple[tuple[int, ...], int]] = {}
+        self._shapes: _Known = ({}, {})
 
     def add(self, raw: bytes, text: str, data_len: int) -> None:
         """Cut one header (``None`` in its place when it is not canonical)."""
@@ -196,8 +201,7 @@ def _all_tile(cuts: list[_Cut], bounds: np.ndarray, begins: np.ndarray, ends: np
                 and np.array_equal(ends[last], data_lens))
 
 
-def _cut(raw: bytes, text: str, data_len: int,
-         known: dict[str, tuple[tuple[int, ...], int]]) -> _Cut | None:
+def _cut(raw: bytes, text: str, data_len: int, known: _Known) -> _Cut | None:
     """The header cut at its quotes with every structural piece, dtype and shape checked, or
     ``None``. ``known``: shapes parsed so far (added to)."""
     if b"\\" in raw or data_len >= MAX_DATA or not raw.startswith(b'{"'):
@@ -273,12 +277,12 @@ def _bounded_product(dims: tuple[int, ...] | list[int]) -> int | None:
     return count
 
 
-def _shapes(pieces: list[str], known: dict[str, tuple[tuple[int, ...], int]] | None = None
+def _shapes(pieces: list[str], known: _Known | None = None
             ) -> tuple[list[tuple[int, ...]], np.ndarray] | None:
     """Each entry's shape (``:[d,d],`` pieces) and element count, parsed once per distinct
     shape (``known``: those parsed before, added to)."""
-    known = {} if known is None else known
-    for piece in set(pieces) - known.keys():
+    dims_of, numel_of = ({}, {}) if known is None else known
+    for piece in set(pieces) - dims_of.keys():
         m = _SHAPE.fullmatch(piece)
         if m is None:
             return None
@@ -286,10 +290,9 @@ def _shapes(pieces: list[str], known: dict[str, tuple[tuple[int, ...], int]] | N
         count = _bounded_product(dims)
         if count is None:
             return None
-        known[piece] = (dims, count)
-    parsed = list(map(known.__getitem__, pieces))
-    numel = np.fromiter((c for _, c in parsed), np.int64, len(pieces))
-    return [d for d, _ in parsed], numel
+        dims_of[piece], numel_of[piece] = dims, count
+    numel = np.fromiter(map(numel_of.__getitem__, pieces), np.int64, len(pieces))
+    return list(map(dims_of.__getitem__, pieces)), numel
 
 
 def _offsets(data: bytes, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -100,32 +100,6 @@ def _extreme(g: np.ndarray, neg_dev: np.ndarray) -> tuple[tuple[int, float], ...
     return tuple((i, v) for _, i, v in rows)
 
 
-def _extremes(g: np.ndarray, neg_dev: np.ndarray, starts: np.ndarray, stops: np.ndarray,
-              sizes: np.ndarray) -> list[tuple[tuple[int, float], ...]]:
-    """:func:`_extreme` of each segment, the same channels in the same order: each segment's
-    cut (its k-th smallest ``neg_dev``) found alone, the channels at or below it found for the
-    whole batch in one pass; a segment with ties at its cut (more than k such channels) goes
-    through :func:`_extreme` itself."""
-    cuts = [np.partition(neg_dev[a:b], EXTREME_COUNT - 1)[EXTREME_COUNT - 1]
-            if b - a > EXTREME_COUNT else np.inf
-            for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
-    hits = np.flatnonzero(neg_dev <= np.repeat(cuts, sizes))
-    seg = np.searchsorted(stops, hits, side="right")
-    bounds = np.cumsum(np.bincount(seg, minlength=sizes.size)).tolist()
-    dev, local, value = neg_dev[hits].tolist(), (hits - starts[seg]).tolist(), g[hits].tolist()
-    out = []
-    lo = 0
-    for i, hi in enumerate(bounds):
-        if hi - lo == min(EXTREME_COUNT, int(sizes[i])):
-            rows = sorted(zip(dev[lo:hi], local[lo:hi], value[lo:hi], strict=True))
-            out.append(tuple((j, v) for _, j, v in rows))
-        else:
-            a, b = int(starts[i]), int(stops[i])
-            out.append(_extreme(g[a:b], neg_dev[a:b]))
-        lo = hi
-    return out
-
-
 def _segment_sums(x: np.ndarray, sizes: np.ndarray, starts: np.ndarray,
                   abs_x: np.ndarray | None = None) -> list[float]:
     """The exactly rounded sum of each segment of ``x`` (``math.fsum``'s figure, to the bit).
@@ -149,13 +123,14 @@ def _segment_sums(x: np.ndarray, sizes: np.ndarray, starts: np.ndarray,
 
 
 #: Elements per vectorised batch: big enough to amortise numpy's per-call cost (a dozen calls a
-#: batch, two dozen for its sums), small enough for the batch's float64 temporaries (512 KiB
-#: each) to stay in cache. Measured on DeepSeek-V3's 252 gains (10^6 channels) in fresh
-#: processes, 10 interleaved runs each, median ms: 8192: 63, 16384: 53, 32768: 46, 65536: 43,
-#: 131072: 40, 2^20: 82. (An earlier round chose 8192 from a cachegrind run with a simulated
-#: 1 MiB last level, where 65536 misses 3.7 M times against 0.27 M; the machine's 32 MiB L3
-#: holds the temporaries, and the per-call cost dominates.)
-BATCH = 65536
+#: batch, two dozen for its sums), small enough for the batch's float64 temporaries (256 KiB
+#: each) to stay near a core's L2. Measured in fresh processes (medians of 5 interleaved runs,
+#: ms) on DeepSeek-V3's 252 BF16 gains and on 252 random F32 gains of 7168 channels (whose
+#: exact sums take ``math.fsum`` per gain, which wants the batch still in cache): 8192: 58 /
+#: 233, 32768: 27 / 238, 65536: 30 / 278. (An earlier round chose 8192 from a cachegrind run
+#: with a simulated 1 MiB last level; timed on a busy machine in one warm interpreter, 8192 was
+#: again the faster for F32 gains: the choice trades a little there for a lot on BF16.)
+BATCH = 32768
 
 
 def gain_stats_many(values: Mapping[str, np.ndarray], conventions: Mapping[str, Convention],
@@ -212,7 +187,6 @@ def _batch_stats(gains: dict[str, tuple[np.ndarray, float, float]],
     neg_dev = np.subtract(g_all, 1.0, out=work)
     np.abs(neg_dev, out=neg_dev)
     np.negative(neg_dev, out=neg_dev)
-    extremes = _extremes(g_all, neg_dev, starts, stops, sizes)
     out: dict[str, GainStats] = {}
     for i, (name, (_, lo, hi)) in enumerate(zip(names, gains.values(), strict=True)):
         a, b, n = int(starts[i]), int(stops[i]), int(sizes[i])
@@ -222,6 +196,6 @@ def _batch_stats(gains: dict[str, tuple[np.ndarray, float, float]],
         rms = math.sqrt(sum_sq[i] / n)  # channel_spread's RMS: every channel is finite here
         out[name] = GainStats(n, norm, norm / math.sqrt(n), lo, hi,
                               means[i], std, 0, float(near[i]) / n,
-                              extremes[i],
+                              _extreme(g_all[a:b], neg_dev[a:b]),
                               std / rms if rms > 0 else float("nan"), float(negative[i]) / n)
     return out

@@ -52,11 +52,13 @@ def _checked(obj: Any, source: str) -> tuple[dict[str, str], tuple[str, ...]]:
 def shard_locations(folder: Location, index: Location,
                     wm: dict[str, str] | None = None) -> dict[str, Location]:
     """Every shard the index names, as locations inside ``folder``; refuses (naming the index) a
-    shard outside the folder (absolute, ``..``, a symlink out: see ``Location.child``) or
-    missing. A checkpoint is a closed world."""
+    shard outside the folder (absolute, ``..``, a symlink out: see ``Location.child``), missing,
+    or named twice (``a.safetensors`` and ``./a.safetensors``). A checkpoint is a closed
+    world."""
     names = shard_names({"weight_map": wm} if wm is not None else index.read_json(shared=True),
                         index.display)
     shards: dict[str, Location] = {}
+    named: dict[str, str] = {}  # each file, by where it is, and the first name given to it
     for shard in names:
         try:
             child = folder.child(shard)
@@ -64,5 +66,9 @@ def shard_locations(folder: Location, index: Location,
             raise FormatError(f"index {exc.message}", index.display) from None
         if not child.exists():
             raise FormatError(f"index names a missing shard {shard!r}", index.display)
+        first = named.setdefault(child.display, shard)
+        if first != shard:
+            raise FormatError(f"index names one shard twice, as {first!r} and {shard!r}",
+                              index.display)
         shards[shard] = child
     return shards

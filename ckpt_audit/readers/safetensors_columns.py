@@ -108,8 +108,7 @@ def from_canonical_text(raw: bytes, text: str, data_len: int
     its UTF-8 decoding), when it is laid out as the reference writer lays it out and passes
     every check; else ``None`` (see the module's design note)."""
     found = CanonicalHeaders()
-    found.add(raw, text, data_len)
-    return found.finish()[0]
+    return found.finish()[0] if found.add(raw, text, data_len) else None
 
 
 #: Shapes parsed so far: each ``:[d,d],`` piece's dimensions and element count.
@@ -131,8 +130,8 @@ class _Cut(NamedTuple):
 
 
 class CanonicalHeaders:
-    """:func:`from_canonical_text` of many headers, each added as it is read (``add``), with
-    the same results (``finish``, in the order added), the offsets of all of them proven in one
+    """:func:`from_canonical_text` of many headers, each cut as it is read (``add``), with the
+    same results (``finish``, in the order kept), the numbers of all of them proven in one
     numpy pass.
 
     Design note: a DeepSeek-V3 header has ~570 entries, and proving its offsets takes ~25 numpy
@@ -146,16 +145,21 @@ class CanonicalHeaders:
     """
 
     def __init__(self) -> None:
-        self._cuts: list[_Cut | None] = []
+        self._cuts: list[_Cut] = []
         self._shapes: _Known = ({}, {})
 
-    def add(self, raw: bytes, text: str, data_len: int) -> None:
-        """Cut one header (``None`` in its place when it is not canonical)."""
-        self._cuts.append(_cut(raw, text, data_len, self._shapes))
+    def add(self, raw: bytes, text: str, data_len: int) -> bool:
+        """Cut one header and keep it for :meth:`finish`; False (nothing kept) when it is not
+        laid out canonically."""
+        cut = _cut(raw, text, data_len, self._shapes)
+        if cut is not None:
+            self._cuts.append(cut)
+        return cut is not None
 
     def finish(self) -> list[tuple[dict[str, int], dict[str, str] | None, Columns] | None]:
-        """Each added header's rows, ``__metadata__`` and columns, or ``None``."""
-        live = [c for c in self._cuts if c is not None]
+        """Each kept header's rows, ``__metadata__`` and columns, or ``None`` where a number
+        check failed; then nothing is kept."""
+        live, self._cuts = self._cuts, []
         together = _offsets(b"".join(c.offsets for c in live),
                             np.concatenate([c.lens for c in live])) if len(live) > 1 else None
         pairs: list[tuple[np.ndarray, np.ndarray] | None]
@@ -168,12 +172,10 @@ class CanonicalHeaders:
             pairs = [(begins[a:b], ends[a:b]) for a, b in zip(edges, edges[1:], strict=False)]
         else:  # one header, or one entry failed somewhere: each header alone
             pairs = [_offsets(c.offsets, c.lens) for c in live]
-        found = iter(pairs)
         out: list[tuple[dict[str, int], dict[str, str] | None, Columns] | None] = []
-        for cut in self._cuts:
-            pair = None if cut is None else next(found)
-            if cut is None or pair is None or not (
-                    tiled or _sizes_tile(cut.numel, cut.dtypes, *pair, cut.data_len)):
+        for cut, pair in zip(live, pairs, strict=True):
+            if pair is None or not (tiled or _sizes_tile(cut.numel, cut.dtypes, *pair,
+                                                         cut.data_len)):
                 out.append(None)
             else:
                 out.append((cut.rows, cut.meta, Columns(cut.dtypes, cut.dims, *pair)))

@@ -165,40 +165,80 @@ def parse_header(raw: bytes, file_size: int, source: str) -> SafetensorsHeader:
     return parse_headers([(raw, file_size, source)])[0]
 
 
+#: Header bytes parsed together at most (a budget: the raw bytes of canonical headers are kept
+#: until their numbers are proven, in case one is refused and the strict path must word why).
+BATCH_BYTES = 64 * 1024 * 1024
+
+
 def parse_headers(headers: Iterable[tuple[bytes, int, str] | FormatError]
                   ) -> list[SafetensorsHeader]:
-    """:func:`parse_header` of each ``(raw, file_size, source)``, taken one at a time (so a
-    header is cut while its bytes are fresh), the canonical ones' offsets proven together
-    (``safetensors_columns.CanonicalHeaders``). The first header, in order, that is refused
-    raises its :class:`FormatError`, as parsing them one by one would; an item that is already
-    a :class:`FormatError` (its file could not be read) is raised in its turn."""
-    canonical = CanonicalHeaders()
-    taken: list[tuple[bytes, int, str] | FormatError] = []
-    for item in headers:
-        if not isinstance(item, FormatError):
-            try:
-                text = item[0].decode("utf-8")
-            except UnicodeDecodeError as exc:  # refused in its turn, below
-                item = _not_utf8(exc, item[2])
-            else:
-                canonical.add(item[0], text, item[1] - 8 - len(item[0]))
-        taken.append(item)
-    found = iter(canonical.finish())
-    out: list[SafetensorsHeader] = []
-    for item in taken:
+    """:func:`parse_header` of each ``(raw, file_size, source)``, taken one at a time so that a
+    header is cut while its bytes are fresh; the numbers of canonical headers are proven
+    together (``safetensors_columns.CanonicalHeaders``), in batches of at most
+    :data:`BATCH_BYTES`. The first header, in order, that is refused raises its
+    :class:`FormatError`, as parsing them one by one would: an item that is already a
+    :class:`FormatError` (its file could not be read) in its turn, and when reading the next
+    item fails (a remote error), the headers before it are checked first. Nothing is read past
+    a header known to be refused."""
+    done: list[SafetensorsHeader] = []
+    batch = _Batch()
+    items = iter(headers)
+    while True:
+        try:
+            item = next(items, None)
+        except Exception:
+            done += batch.flush()  # a refusal before the failed read comes first
+            raise
+        if item is None:
+            break
         if isinstance(item, FormatError):
+            done += batch.flush()
             raise item
         raw, file_size, source = item
-        data_start = 8 + len(raw)
-        data_len = file_size - data_start
-        columns = next(found)
-        if columns is not None:
-            rows, meta, cols = columns
-            out.append(SafetensorsHeader(rows, cols, dict(meta or {}), data_start, data_len,
-                                         source))
-        else:
-            out.append(_parse_plainly(raw, data_start, data_len, source))
-    return out
+        try:  # the decoded text lives only while the header is cut
+            kept = batch.add(raw, raw.decode("utf-8"), file_size, source)
+        except UnicodeDecodeError as exc:
+            done += batch.flush()
+            raise _not_utf8(exc, source) from None
+        if kept:
+            if batch.size >= BATCH_BYTES:
+                done += batch.flush()
+        else:  # not canonical: parsed now, after the headers before it
+            done += batch.flush()
+            done.append(_parse_plainly(raw, 8 + len(raw), file_size - 8 - len(raw), source))
+    return done + batch.flush()
+
+
+class _Batch:
+    """Canonical headers cut and kept until their numbers are proven together."""
+
+    def __init__(self) -> None:
+        self._canonical = CanonicalHeaders()
+        self._kept: list[tuple[bytes, int, str]] = []
+        self.size = 0
+
+    def add(self, raw: bytes, text: str, file_size: int, source: str) -> bool:
+        if not self._canonical.add(raw, text, file_size - 8 - len(raw)):
+            return False
+        self._kept.append((raw, file_size, source))
+        self.size += len(raw)
+        return True
+
+    def flush(self) -> list[SafetensorsHeader]:
+        """The kept headers, in order (one whose numbers fail goes through the plain and strict
+        paths, which refuse it with the first problem); then nothing is kept."""
+        out = []
+        for (raw, file_size, source), found in zip(self._kept, self._canonical.finish(),
+                                                   strict=True):
+            data_start = 8 + len(raw)
+            if found is None:
+                out.append(_parse_plainly(raw, data_start, file_size - data_start, source))
+            else:
+                rows, meta, columns = found
+                out.append(SafetensorsHeader(rows, columns, dict(meta or {}), data_start,
+                                             file_size - data_start, source))
+        self._kept, self.size = [], 0
+        return out
 
 
 def _parse_plainly(raw: bytes, data_start: int, data_len: int, source: str) -> SafetensorsHeader:

@@ -134,3 +134,54 @@ def test_index_and_headers_are_held_to_each_other(tmp_path_factory: pytest.TempP
         return
     assert not twice and not unheld
     assert got == {n: v[0] for n, v in holders.items()}
+
+
+def test_index_naming_one_shard_twice_is_refused(tmp_path: Path) -> None:
+    save_file({"x": torch.ones(2), "y": torch.ones(2)}, tmp_path / "a.safetensors")
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "x": "a.safetensors", "y": "./a.safetensors"}}))
+    with pytest.raises(FormatError, match="names one shard twice"):
+        open_checkpoint(str(tmp_path)).tensors()
+
+
+def _shards(tmp_path: Path, first: bytes) -> None:
+    """Four shards named by an index: the first with the header ``first``, three good ones."""
+    wm = {"x0": "m-0.safetensors"}
+    (tmp_path / "m-0.safetensors").write_bytes(struct.pack("<Q", len(first)) + first + b"\0" * 8)
+    for i in range(1, 4):
+        save_file({f"x{i}": torch.ones(2)}, tmp_path / f"m-{i}.safetensors")
+        wm[f"x{i}"] = f"m-{i}.safetensors"
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": wm}))
+
+
+def test_a_refused_header_stops_the_reading(tmp_path: Path, monkeypatch) -> None:
+    """Headers are parsed together, but nothing is read past one known to be refused."""
+    from ckpt_audit.readers.safetensors_reader import SafetensorsReader
+
+    _shards(tmp_path, b'{"x0":1}')
+    read: list[str] = []
+    real = SafetensorsReader._header_bytes
+    monkeypatch.setattr(SafetensorsReader, "_header_bytes",
+                        lambda self, shard: read.append(shard) or real(self, shard))
+    with pytest.raises(FormatError, match="m-0.safetensors"):
+        open_checkpoint(str(tmp_path)).tensors()
+    assert read == ["m-0.safetensors"]
+
+
+def test_a_failed_read_comes_after_an_earlier_refusal(tmp_path: Path, monkeypatch) -> None:
+    """A canonical first header refused only once its numbers are proven, then a remote error
+    reading the next shard: the first shard's refusal is the one raised, as one by one."""
+    from ckpt_audit.errors import RemoteError
+    from ckpt_audit.readers.safetensors_reader import SafetensorsReader
+
+    _shards(tmp_path, b'{"x0":{"dtype":"F32","shape":[2],"data_offsets":[00,8]}}')
+    real = SafetensorsReader._header_bytes
+
+    def fail_second(self: SafetensorsReader, shard: str) -> tuple[bytes, int, str]:
+        if shard == "m-1.safetensors":
+            raise RemoteError("HTTP 503", shard)
+        return real(self, shard)
+
+    monkeypatch.setattr(SafetensorsReader, "_header_bytes", fail_second)
+    with pytest.raises(FormatError, match="m-0.safetensors"):
+        open_checkpoint(str(tmp_path)).tensors()

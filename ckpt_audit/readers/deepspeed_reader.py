@@ -29,17 +29,19 @@ from ckpt_audit.readers.deepspeed_zero3 import Zero3Layout
 from ckpt_audit.readers.megatron_common import folder_exists, present
 from ckpt_audit.readers.safe_pickle import TensorRef, flatten_state
 from ckpt_audit.readers.signatures import DEEPSPEED_LATEST as LATEST
+from ckpt_audit.readers.signatures import DEEPSPEED_STATES_SUFFIX as STATES
 from ckpt_audit.readers.torch_reader import strip_prefixes
 from ckpt_audit.readers.torch_zip import TorchArchive
 from ckpt_audit.records import Finding, Severity, TensorInfo
 from ckpt_audit.storage import Location
 
-MODEL_FILE = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
-ZERO3_FILE = re.compile(r"^zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt$")
+_STATES = re.escape(STATES)  # every model-states file ends so
+MODEL_FILE = re.compile(rf"^mp_rank_(\d+)_{_STATES}$")
+ZERO3_FILE = re.compile(rf"^zero_pp_rank_(\d+)_mp_rank_(\d+)_{_STATES}$")
 OPTIM_FILE = re.compile(r"^.*_optim_states\.pt$")
-PIPE_FILE = re.compile(r"^layer_\d+-model(?:_\d+)?-model_states\.pt$|^layer_\d+-model_states\.pt$")
+PIPE_FILE = re.compile(rf"^layer_\d+-model(?:_\d+)?-{_STATES}$|^layer_\d+-{_STATES}$")
 #: what a tag folder holds first, probed where the storage cannot list (HTTP)
-TAG_PROBES = ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")
+TAG_PROBES = (f"mp_rank_00_{STATES}", f"zero_pp_rank_0_mp_rank_00_{STATES}")
 CONSOLIDATED = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from ckpt_audit.errors import FormatError
 from ckpt_audit.readers import safe_pickle
-from ckpt_audit.readers.signatures import TRACKER
+from ckpt_audit.readers.signatures import DCP_METADATA, TRACKER
 from ckpt_audit.storage import Location
 
 #: Globals Megatron checkpoints contain, made inert (megatron-core's safe_globals.py + numpy).
@@ -61,7 +61,7 @@ register_globals()
 
 
 #: Files whose presence shows a Megatron iteration folder where the storage cannot list (HTTP).
-ITERATION_PROBES = (".metadata", "metadata.json", "mp_rank_00/model_optim_rng.pt",
+ITERATION_PROBES = (DCP_METADATA, "metadata.json", "mp_rank_00/model_optim_rng.pt",
                     "mp_rank_00_000/model_optim_rng.pt")
 
 

@@ -33,15 +33,16 @@ from ckpt_audit.readers.megatron_common import (
 )
 from ckpt_audit.readers.replicas import replica_findings
 from ckpt_audit.readers.safe_pickle import TensorRef, flatten_state
+from ckpt_audit.readers.signatures import RANK_DIR_PREFIX
 from ckpt_audit.readers.torch_zip import TorchArchive
 from ckpt_audit.records import Convention, Finding, Severity, TensorInfo, frozen
 from ckpt_audit.storage import Location
 
-RANK_DIR = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?(?:_(\d{3}))?$")
+RANK_DIR = re.compile(rf"^{RANK_DIR_PREFIX}(\d{{2}})(?:_(\d{{3}}))?(?:_(\d{{3}}))?$")
 RANK_FILES = ("model_optim_rng.pt", "model_rng.pt")
 LAYER = re.compile(r"^(decoder\.layers\.)(\d+)(\..*)$")
 MODEL_KEY = re.compile(r"^model(\d*)$")
-FIRST_RANKS = ("mp_rank_00", "mp_rank_00_000")
+FIRST_RANKS = (f"{RANK_DIR_PREFIX}00", f"{RANK_DIR_PREFIX}00_000")
 
 #: name suffix -> dimension along which tensor parallelism splits it (the rest is replicated).
 PARTITION_DIM: tuple[tuple[str, int], ...] = (

@@ -92,7 +92,7 @@ def candidate_formats(loc: Location) -> list[str]:
     listing may be a probe of well-known names)."""
     if loc.local_path is None or not loc.is_dir():
         return available_formats()
-    names = frozenset(loc.listdir())
+    names = frozenset(name.lower() for name in loc.listdir())  # the marks are lower case
     return [name for name, _, _, fits in READERS if fits(names)]
 
 

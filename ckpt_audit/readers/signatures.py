@@ -8,11 +8,13 @@ first matches the folder's listing (one ``listdir``) against each format's *sign
 imports and asks only the readers whose signature holds. A signature is what every folder the
 reader's ``detect`` accepts shows at its top level: it can rule a format out, never in; the
 reader's ``detect`` stays the full test. ``tests/readers/test_signatures.py`` holds every reader's
-``detect`` to its signature over generated folders. Files, and folders on storage that cannot
-list (HTTP: its listing is a probe of well-known names), are never ruled out here.
+``detect`` to its signature over generated folders. The listing is compared in lower case (a
+reader probing a case-insensitive disk may find ``LATEST`` as ``latest``), and files, and
+folders not on local disk (a remote store's listing is not what its readers probe: HTTP's is a
+probe of well-known names), are never ruled out here.
 
-The names themselves are defined here, once, and imported by the readers (and by run discovery,
-which looks for the same trackers).
+The names themselves are defined here, once, and imported by the readers (their file patterns
+are built from them) and by run discovery, which looks for the same trackers.
 """
 
 from __future__ import annotations

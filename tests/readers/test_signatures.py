@@ -132,3 +132,11 @@ def test_auditing_safetensors_imports_no_other_reader(tmp_path: Path) -> None:
     assert readers == {"ckpt_audit.readers.safetensors_reader",
                        "ckpt_audit.readers.safetensors_format"}
     assert out[1] == "False False"
+
+
+def test_the_listing_is_matched_in_lower_case(tmp_path: Path) -> None:
+    """On a case-insensitive disk a reader probing ``latest`` finds ``LATEST``: the signature
+    must not rule it out first."""
+    (tmp_path / "LATEST").write_text("global_step1")
+    (tmp_path / "MP_RANK_00_MODEL_STATES.PT").write_bytes(b"x")
+    assert {"deepspeed", "megatron-legacy"} <= set(candidate_formats(location(str(tmp_path))))

@@ -16,7 +16,9 @@ decides and words every refusal. So a fast path can only decline, never change a
    a few dozen), and the offsets are proven byte by byte with numpy. Nothing this path accepts
    is read differently by ``json.loads``: no escapes, no control characters (so every string
    body is the string), JSON integers without sign, leading zero or exponent, keys unique
-   (counted).
+   (counted). A reader parses all its shards' headers this way together
+   (:class:`CanonicalHeaders`, through ``safetensors_format.parse_headers``): the same checks,
+   the numeric ones made once for all of them.
 2. :func:`from_parsed`: any other header, after one plain ``json.loads``: C-level passes (``map``,
    ``set``, ``array``, numpy) over all entries at once, and a colon count proving that no key
    repeated (``storage.base.no_repeated_keys``).
